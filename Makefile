@@ -1,0 +1,22 @@
+# The two commands of the README:
+#   make reproduce [SCALE=smoke|reduced|full] [ONLY="01 02"]   regenerate figures and tables
+#   make test                                                   run the test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SCALE ?= reduced
+ONLY ?=
+
+.PHONY: setup reproduce test notebooks-sync
+
+setup:
+	@VENV=$(VENV) bash scripts/setup.sh
+
+reproduce: setup
+	$(PY) -m deim reproduce --scale $(SCALE) $(if $(ONLY),--only $(ONLY),)
+
+# pytest exits with 5 when it collects no test; that is not a failure of the suite.
+test: setup
+	@$(PY) -m pytest -q -p no:cacheprovider; rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
+
+notebooks-sync:
+	$(VENV)/bin/jupytext --sync notebooks/[0-9][0-9]_*.py

@@ -1,0 +1,5 @@
+import sys
+
+from deim.cli import main
+
+sys.exit(main())

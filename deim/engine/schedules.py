@@ -1,0 +1,112 @@
+"""The paper's training schedules, one per model preset (official configs, merged by hand).
+
+Every value comes from the official DEIM configs (see ``docs/official-differences.md``):
+epochs, the augmentation policy epochs, mixup epochs, flat-cosine parameters, learning rates,
+weight decay, batch size, EMA and multi-scale repeat. The baselines (D-FINE, RT-DETRv2) run
+a constant learning rate after a quadratic warm-up (``flat_epoch`` beyond the run, ``lr_gamma 1``)
+and standard augmentation until their stop epoch.
+
+>>> s = get_schedule("deim_dfine_l"); s.epochs, s.aug.policy_epochs, s.flat_epoch
+(58, (4, 29, 50), 29)
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+from deim.data.aug_schedule import AugSchedule
+from deim.engine.lr_schedule import FlatCosine
+
+
+@dataclass(frozen=True)
+class TrainSchedule:
+    """Everything about *when* things happen in a training run, plus the optimiser numbers."""
+
+    epochs: int
+    aug: AugSchedule
+    flat_epoch: int
+    no_aug_epoch: int
+    lr: float
+    backbone_lr: float
+    weight_decay: float
+    lr_gamma: float
+    warmup_iter: int
+    total_batch_size: int
+    ema_decay: float = 0.9999
+    ema_warmups: int = 1000
+    clip_max_norm: float = 0.1
+
+    @property
+    def stop_epoch(self) -> int:
+        return self.aug.stop_epoch
+
+    def lr_schedule(self, iters_per_epoch: int) -> FlatCosine:
+        return FlatCosine(iters_per_epoch=iters_per_epoch, epochs=self.epochs, flat_epoch=self.flat_epoch,
+                          no_aug_epoch=self.no_aug_epoch, warmup_iter=self.warmup_iter, lr_gamma=self.lr_gamma)
+
+    def scaled_to_batch(self, total_batch_size: int) -> "TrainSchedule":
+        """The linear scaling rule of the official README: LRs scale with the total batch size."""
+        if total_batch_size <= 0:
+            raise ValueError(f"total_batch_size must be positive, got {total_batch_size}")
+        k = total_batch_size / self.total_batch_size
+        return replace(self, lr=self.lr * k, backbone_lr=self.backbone_lr * k, total_batch_size=total_batch_size)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_NEVER = 4_000_000  # a flat phase longer than any run: constant LR after warm-up
+
+
+def _deim(epochs: int, policy: tuple[int, int, int], flat: int, no_aug: int, lr: float, backbone_lr: float,
+          wd: float, batch: int, repeat: int | None, lr_gamma: float = 0.5, ema_warmups: int = 1000,
+          ) -> TrainSchedule:
+    aug = AugSchedule(policy_epochs=policy, mixup_epochs=(policy[0], policy[1]), mosaic_prob=0.5,
+                      mixup_prob=0.5, base_size_repeat=repeat)
+    return TrainSchedule(epochs=epochs, aug=aug, flat_epoch=flat, no_aug_epoch=no_aug, lr=lr,
+                         backbone_lr=backbone_lr, weight_decay=wd, lr_gamma=lr_gamma, warmup_iter=2000,
+                         total_batch_size=batch, ema_warmups=ema_warmups)
+
+
+def _baseline(epochs: int, stop: int, lr: float, backbone_lr: float, wd: float, batch: int,
+              repeat: int | None, warmup_iter: int, ema_warmups: int) -> TrainSchedule:
+    aug = AugSchedule.baseline(stop, base_size_repeat=repeat)
+    return TrainSchedule(epochs=epochs, aug=aug, flat_epoch=_NEVER, no_aug_epoch=0, lr=lr, backbone_lr=backbone_lr,
+                         weight_decay=wd, lr_gamma=1.0, warmup_iter=warmup_iter, total_batch_size=batch,
+                         ema_warmups=ema_warmups)
+
+
+SCHEDULES: dict[str, TrainSchedule] = {
+    # DEIM-D-FINE (configs/deim_dfine/deim_hgnetv2_*_coco.yml)
+    "deim_dfine_n": _deim(160, (4, 78, 148), 7800, 12, 8e-4, 4e-4, 1e-4, 128, None, lr_gamma=1.0),
+    "deim_dfine_s": _deim(132, (4, 64, 120), 64, 12, 4e-4, 2e-4, 1e-4, 32, 20),
+    "deim_dfine_m": _deim(102, (4, 49, 90), 49, 12, 4e-4, 4e-5, 1e-4, 32, 6),
+    "deim_dfine_l": _deim(58, (4, 29, 50), 29, 8, 5e-4, 2.5e-5, 1.25e-4, 32, 4),
+    "deim_dfine_x": _deim(58, (4, 29, 50), 29, 8, 5e-4, 5e-6, 1.25e-4, 32, 3),
+    # DEIM-RT-DETRv2 (configs/deim_rtdetrv2/deim_r*vd_*_coco.yml)
+    "deim_rtdetrv2_r18": _deim(120, (4, 64, 117), 64, 3, 2e-4, 2e-4, 1e-4, 16, 3, ema_warmups=2000),
+    "deim_rtdetrv2_r34": _deim(120, (4, 64, 117), 64, 3, 2e-4, 1e-4, 1e-4, 16, 3, ema_warmups=2000),
+    "deim_rtdetrv2_r50m": _deim(60, (4, 34, 58), 34, 2, 2e-4, 2e-5, 1e-4, 16, 3, ema_warmups=2000),
+    "deim_rtdetrv2_r50": _deim(60, (4, 34, 58), 34, 2, 2e-4, 2e-5, 1e-4, 16, 3, ema_warmups=2000),
+    "deim_rtdetrv2_r101": _deim(60, (4, 34, 58), 34, 2, 2e-4, 2e-6, 1e-4, 16, 3, ema_warmups=2000),
+    # D-FINE baselines (configs/deim_dfine/dfine_hgnetv2_*_coco.yml)
+    "dfine_n": _baseline(160, 148, 8e-4, 4e-4, 1e-4, 128, None, 500, 1000),
+    "dfine_s": _baseline(132, 120, 2e-4, 1e-4, 1e-4, 32, 20, 500, 1000),
+    "dfine_m": _baseline(132, 120, 2e-4, 2e-5, 1e-4, 32, 6, 500, 1000),
+    "dfine_l": _baseline(80, 72, 2.5e-4, 1.25e-5, 1.25e-4, 32, 4, 500, 1000),
+    "dfine_x": _baseline(80, 72, 2.5e-4, 2.5e-6, 1.25e-4, 32, 3, 500, 1000),
+    # RT-DETRv2 baselines (configs/deim_rtdetrv2/rtdetrv2_r*vd_*_coco.yml). The official R18
+    # config mixes stop_epoch 72 with policy epoch 117; we use 117 for both.
+    "rtdetrv2_r18": _baseline(120, 117, 1e-4, 1e-4, 1e-4, 16, 3, 2000, 2000),
+    "rtdetrv2_r34": _baseline(120, 117, 1e-4, 5e-5, 1e-4, 16, 3, 2000, 2000),
+    "rtdetrv2_r50m": _baseline(84, 81, 1e-4, 1e-5, 1e-4, 16, 3, 2000, 2000),
+    "rtdetrv2_r50": _baseline(72, 72, 1e-4, 1e-5, 1e-4, 16, 3, 2000, 2000),
+    "rtdetrv2_r101": _baseline(72, 72, 1e-4, 1e-6, 1e-4, 16, 3, 2000, 2000),
+}
+
+
+def get_schedule(name: str) -> TrainSchedule:
+    """The paper's schedule for a preset name (``deim_dfine_s``, ``rtdetrv2_r50``, ...)."""
+    try:
+        return SCHEDULES[name]
+    except KeyError:
+        raise ValueError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}") from None
