@@ -1,0 +1,173 @@
+"""One training epoch and one evaluation pass.
+
+``train_one_epoch`` runs forward (under autocast when AMP is on), the criterion in fp32, the
+backward with gradient clipping, the optimizer and EMA updates and the per-iteration LR. A
+non-finite loss skips the step (no weight changes), is logged, and after
+``max_consecutive_nonfinite`` skipped steps in a row stops the run with a message.
+"""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from deim.engine.distributed import all_reduce_mean, dist_info
+from deim.engine.ema import ModelEMA
+from deim.engine.lr_schedule import FlatCosineScheduler
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised after too many consecutive steps with a NaN/Inf loss."""
+
+
+@dataclass
+class NonFiniteGuard:
+    """Counts skipped steps; raises after ``max_consecutive`` non-finite losses in a row."""
+
+    max_consecutive: int = 5
+    skipped: int = 0
+    consecutive: int = 0
+    events: list[dict] = field(default_factory=list)
+
+    def check(self, loss: torch.Tensor, loss_dict: dict[str, torch.Tensor], epoch: int, it: int) -> bool:
+        finite = bool(torch.isfinite(loss).all())
+        if finite:
+            self.consecutive = 0
+            return True
+        self.skipped += 1
+        self.consecutive += 1
+        bad = sorted(k for k, v in loss_dict.items() if not torch.isfinite(v).all())
+        self.events.append({"epoch": epoch, "iteration": it, "terms": bad})
+        print(f"[deim] non-finite loss at epoch {epoch} iteration {it} in {bad or ['total']}; step skipped")
+        if self.consecutive >= self.max_consecutive:
+            raise NonFiniteLossError(
+                f"{self.consecutive} consecutive non-finite losses (last at epoch {epoch}, iteration {it}, terms "
+                f"{bad}). Under AMP this is usually an fp16 overflow: rerun without --amp or with bf16; "
+                f"otherwise check the labels (category ids out of range) and the learning rate.")
+        return False
+
+
+@dataclass
+class EpochStats:
+    losses: dict[str, float]
+    seconds: float
+    images_per_s: float
+    lr: float
+    skipped_steps: int
+    iterations: int
+
+
+def _to_device(targets: list[dict], device: torch.device) -> list[dict]:
+    return [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+
+
+def train_one_epoch(model: nn.Module, criterion: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer,
+                    *, epoch: int, start_iter: int, device: torch.device,
+                    lr_scheduler: FlatCosineScheduler | None = None, ema: ModelEMA | None = None,
+                    scaler: torch.amp.GradScaler | None = None, amp_dtype: torch.dtype | None = None,
+                    clip_max_norm: float = 0.1, guard: NonFiniteGuard | None = None,
+                    max_iters: int | None = None, progress: bool = True,
+                    on_step: Callable[[int, dict[str, float]], None] | None = None) -> EpochStats:
+    """Train for one epoch. ``start_iter`` is the global iteration of the epoch's first batch.
+
+    The LR of iteration ``it`` is set *before* its optimizer step, so a resumed run sees the
+    same LRs as an uninterrupted one.
+    """
+    model.train()
+    criterion.train()
+    guard = guard or NonFiniteGuard()
+    sums: dict[str, float] = defaultdict(float)
+    n_images, n_iters, t0 = 0, 0, time.perf_counter()
+    total = len(loader) if hasattr(loader, "__len__") else None
+    if max_iters is not None:
+        total = min(total or max_iters, max_iters)
+    bar = _progress(loader, total, f"epoch {epoch}", progress and dist_info().is_main)
+    autocast = (torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext())
+    for i, (images, targets) in enumerate(bar):
+        if max_iters is not None and i >= max_iters:
+            break
+        it = start_iter + i
+        if lr_scheduler is not None:
+            lr_scheduler.step(it)
+        images = images.to(device, non_blocking=True)
+        targets = _to_device(targets, device)
+        with autocast:
+            outputs = model(images, targets)
+        with torch.autocast(device_type=device.type, enabled=False):
+            loss_dict = criterion(_float32(outputs) if amp_dtype is not None else outputs, targets)
+        loss = sum(loss_dict.values())
+        optimizer.zero_grad(set_to_none=True)
+        if not guard.check(loss, loss_dict, epoch, it):
+            continue
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        if clip_max_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_max_norm)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        if ema is not None:
+            ema.update(model)
+        values = {k: float(v.detach()) for k, v in loss_dict.items()}
+        values["loss"] = float(loss.detach())
+        for k, v in values.items():
+            sums[k] += v
+        n_iters += 1
+        n_images += images.shape[0]
+        if on_step is not None:
+            on_step(it, values)
+        if hasattr(bar, "set_postfix"):
+            rate = n_images / max(time.perf_counter() - t0, 1e-9)
+            bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{optimizer.param_groups[-1]['lr']:.2e}",
+                            img_s=f"{rate:.1f}")
+    seconds = time.perf_counter() - t0
+    means = all_reduce_mean({k: v / max(n_iters, 1) for k, v in sums.items()}, device)
+    return EpochStats(losses=means, seconds=seconds, images_per_s=n_images / max(seconds, 1e-9),
+                      lr=optimizer.param_groups[-1]["lr"], skipped_steps=guard.skipped, iterations=n_iters)
+
+
+def _float32(outputs):
+    """Cast floating tensors of a (nested) output structure to fp32 for the criterion."""
+    if torch.is_tensor(outputs):
+        return outputs.float() if outputs.is_floating_point() else outputs
+    if isinstance(outputs, dict):
+        return {k: _float32(v) for k, v in outputs.items()}
+    if isinstance(outputs, (list, tuple)):
+        return type(outputs)(_float32(v) for v in outputs)
+    return outputs
+
+
+def _progress(iterable: Iterable, total: int | None, desc: str, enabled: bool):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, mininterval=1.0)
+
+
+@torch.no_grad()
+def predict_loader(model: nn.Module, postprocessor: nn.Module, loader: Iterable, device: torch.device,
+                   progress: bool = True) -> dict[int, dict[str, torch.Tensor]]:
+    """Run the model in eval mode over a loader; ``{image_id: {labels, boxes (xyxy pixels), scores}}``.
+
+    Targets must carry ``image_id`` and ``orig_size`` (w, h) — the sizes the boxes are scaled to.
+    """
+    model.eval()
+    results: dict[int, dict[str, torch.Tensor]] = {}
+    for images, targets in _progress(loader, len(loader) if hasattr(loader, "__len__") else None, "eval",
+                                     progress and dist_info().is_main):
+        outputs = model(images.to(device))
+        sizes = torch.stack([torch.as_tensor(t["orig_size"]) for t in targets]).to(device)
+        for t, r in zip(targets, postprocessor(outputs, sizes)):
+            results[int(t["image_id"])] = {k: v.detach().cpu() for k, v in r.items()}
+    return results
