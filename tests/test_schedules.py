@@ -63,6 +63,8 @@ def test_multiscale_sizes_official_list():
     assert a.multiscale_sizes() == [480, 512, 544, 576, 608, 640, 640, 640, 800, 768, 736, 704, 672]
     n = AugSchedule(policy_epochs=(4, 78, 148), base_size_repeat=None)
     assert n.multiscale_sizes() == [640] and not n.multiscale_enabled(0)
+    small = AugSchedule(policy_epochs=(4, 29, 50), base_size=320, base_size_repeat=2)
+    assert small.multiscale_sizes() == [224, 256, 288, 320, 320, 384, 352, 320]  # not ±5 steps of 32
 
 
 def test_from_epochs_rule_matches_dfine_presets():

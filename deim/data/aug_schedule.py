@@ -114,13 +114,18 @@ class AugSchedule:
         return self.base_size_repeat is not None and epoch < self.stop_epoch
 
     def multiscale_sizes(self) -> list[int]:
-        """The official size list: 5 smaller, ``base_size_repeat`` x base, 5 larger (step 32)."""
+        """The official size list (``generate_scales``): sizes from ``0.75·base`` up in steps of 32,
+        ``base_size_repeat`` × base, then from ``1.25·base`` down, the same number of steps.
+
+        640 gives 480…608, 640×r, 800…672; 320 gives 224, 256, 288, 320×r, 384, 352, 320.
+        """
         if self.base_size_repeat is None:
             return [self.base_size]
         s = self.base_size
-        smaller = [s - 32 * k for k in range(5, 0, -1)]  # e.g. 480 ... 608 for 640
-        larger = [s + 32 * k for k in range(5, 0, -1)]   # e.g. 800 ... 672 for 640
-        return smaller + [s] * self.base_size_repeat + larger
+        low, high = int(s * 0.75 / 32) * 32, int(s * 1.25 / 32) * 32
+        steps = (s - low) // 32
+        return ([low + 32 * i for i in range(steps)] + [s] * self.base_size_repeat
+                + [high - 32 * i for i in range(steps)])
 
     def describe(self, epochs: int) -> list[dict]:
         """One row per epoch: stage, mosaic/mixup probabilities, multi-scale flag."""
