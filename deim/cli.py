@@ -1,6 +1,10 @@
 """Command line: ``python -m deim <command>`` (also installed as ``deim``).
 
 Commands:
+    train       train a preset (COCO, any COCO-format folder, or the built-in data)
+    eval        COCO metrics of a checkpoint
+    predict     detections on images: annotated PNGs + predictions.json
+    export      ONNX export of a checkpoint
     reproduce   run the paper notebooks with papermill at a scale (smoke | reduced | full)
     schedule    print a preset's training schedule (epochs, augmentation stages, LR) as YAML
 """
@@ -8,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+
+from deim.commands import add_commands
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
@@ -44,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deim", description="DEIM: DETR with Improved Matching — reference "
                                      "companion. Run `deim <command> --help` for the options of a command.")
     sub = parser.add_subparsers(dest="command", metavar="command")
+    add_commands(sub)
 
     rep = sub.add_parser("reproduce", help="regenerate the paper's figures and tables with papermill",
                          description="Execute the notebooks in notebooks/ with papermill and write figures "

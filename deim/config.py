@@ -37,6 +37,8 @@ class DataConfig:
     num_workers: int = 2
     mosaic_cache: bool = False
     val_batch_size: int = 8
+    train_subset: int | None = None
+    val_subset: int | None = None
 
     def __post_init__(self) -> None:
         if self.dataset not in ("coco", "custom", "fashion"):

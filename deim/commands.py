@@ -1,0 +1,176 @@
+"""The ``train``, ``eval``, ``predict`` and ``export`` commands of ``python -m deim``."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+TRAIN_EPILOG = """examples:
+  deim train --preset deim_dfine_n --data fashion --fashion-scale smoke --epochs 12 --batch-size 16
+  deim train --preset deim_dfine_s --data coco --data-root /data/coco --batch-size 32
+  deim train --preset deim_dfine_s --data custom --train-json tr.json --train-images tr/ \\
+             --val-json va.json --val-images va/ --epochs 50 --finetune deim_dfine_s_coco.pth
+  torchrun --nproc_per_node=4 -m deim train --preset deim_dfine_l --data coco --data-root /data/coco
+  deim train ... --resume outputs/train/last.pth          (continues exactly where it stopped)
+
+--epochs rescales the paper schedule's shape (warm-up, Dense O2O, standard, no-aug stages);
+--batch-size applies the linear LR scaling rule (LR x new/paper batch size) and prints the result.
+--set KEY=VALUE changes any config value, e.g. --set schedule.warmup_iter=200 --set model.num_queries=100."""
+
+
+def add_data_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--data", choices=["fashion", "coco", "custom"], required=required, help="built-in Fashion-MNIST data, COCO 2017, or any COCO-format folder")
+    g.add_argument("--data-root", help="COCO folder with train2017/, val2017/, annotations/")
+    g.add_argument("--fashion-scale", choices=["smoke", "reduced", "full"], default="reduced")
+    g.add_argument("--train-json"), g.add_argument("--train-images")
+    g.add_argument("--val-json"), g.add_argument("--val-images")
+    g.add_argument("--image-size", type=int, default=None, help="square training/eval size (default 640)")
+    g.add_argument("--workers", type=int, default=2, help="DataLoader workers per process")
+
+
+def _config(args: argparse.Namespace):
+    from deim.config import DataConfig, TrainConfig, apply_overrides
+    from deim.engine.schedules import get_schedule
+
+    paper = get_schedule(args.preset)
+    cfg = TrainConfig.from_preset(args.preset, epochs=args.epochs, batch_size=args.batch_size)
+    s = cfg.resolved_schedule()
+    if args.batch_size not in (None, 1) and args.batch_size != paper.total_batch_size:
+        print(f"[deim] linear LR scaling: batch {paper.total_batch_size} -> {args.batch_size}: lr {paper.lr:g} -> "
+              f"{s.lr:g}, backbone lr {paper.backbone_lr:g} -> {s.backbone_lr:g}")
+    data = DataConfig(dataset=args.data, root=args.data_root, train_images=args.train_images,
+                      train_ann=args.train_json, val_images=args.val_images, val_ann=args.val_json,
+                      fashion_scale=args.fashion_scale, image_size=args.image_size or 640, num_workers=args.workers)
+    cfg.data, cfg.device, cfg.amp, cfg.seed = data, args.device, args.amp, args.seed
+    cfg.output_dir, cfg.resume, cfg.finetune, cfg.eval_every = args.output_dir, args.resume, args.finetune, args.eval_every
+    return apply_overrides(cfg, args.set or [])
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from deim.engine.fit import Trainer
+
+    cfg = _config(args)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(cfg.to_yaml())
+    trainer = Trainer(cfg, progress=not args.no_progress)
+    s = trainer.schedule
+    total = s.epochs * trainer.iters_per_epoch
+    print(f"[deim] {cfg.preset}: {s.epochs} epochs x {trainer.iters_per_epoch} iterations, stages "
+          f"{s.aug.policy_epochs}, warm-up {s.warmup_iter} of {total} iterations; writing to {out}")
+    if s.warmup_iter > total // 4:
+        print(f"[deim] note: the LR warm-up covers more than a quarter of training; consider "
+              f"--set schedule.warmup_iter={max(1, total // 20)}")
+    history = trainer.fit()
+    last = history[-1] if history else {}
+    print(f"[deim] done: epoch {last.get('epoch')}, AP {100 * last.get('AP', float('nan')):.1f}; "
+          f"best {trainer.best}; checkpoints in {out}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import torch
+
+    from deim.config import TrainConfig, apply_overrides
+    from deim.engine.fit import Trainer
+    from deim.models.checkpoint import load_checkpoint
+
+    state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+    ours = isinstance(state, dict) and "config" in state
+    if ours:
+        cfg = TrainConfig.from_dict(state["config"])
+        if args.data is not None:  # evaluate on another dataset than the one it was trained on
+            cfg.data = _config(_with_training_defaults(args, cfg.preset)).data
+    elif args.preset and args.data:
+        cfg = _config(_with_training_defaults(args, args.preset))
+    else:
+        raise ValueError(f"{args.checkpoint} holds no training config: give --preset and the data (--data ...)")
+    if args.image_size is not None:
+        cfg.data.image_size = args.image_size
+    cfg.schedule = cfg.resolved_schedule().scaled_to_batch(1)  # evaluation only: no training batch needed
+    cfg = dataclasses.replace(cfg, resume=None, finetune=None, device=args.device, output_dir=args.output_dir)
+    trainer = Trainer(apply_overrides(cfg, args.set or []), progress=not args.no_progress)
+    print(load_checkpoint(trainer.ema.module, state))
+    for name, value in trainer.evaluate().items():
+        print(f"{name:>6} {100 * value:6.2f}")
+    return 0
+
+
+def _with_training_defaults(args: argparse.Namespace, preset: str) -> argparse.Namespace:
+    return argparse.Namespace(**{**vars(args), "preset": preset, "epochs": None, "batch_size": 1, "amp": False,
+                                 "resume": None, "finetune": None, "eval_every": 1, "set": [],
+                                 "data": args.data or "fashion"})
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from deim.engine.inference import find_images, load_for_inference, predict_images, write_predictions
+
+    im = load_for_inference(args.checkpoint, preset=args.preset, image_size=args.image_size, device=args.device)
+    results = predict_images(im, find_images(args.inputs), device=args.device)
+    out = write_predictions(results, im.label_map, args.output_dir, args.threshold)
+    print(f"[deim] {len(results)} images -> {args.output_dir} (annotated PNGs) and {out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise ValueError("ONNX export needs onnx and onnxruntime: pip install 'deim[export]'") from None
+    from deim.engine.inference import load_for_inference
+    from deim.models.export import export_onnx
+
+    im = load_for_inference(args.checkpoint, preset=args.preset, image_size=args.image_size)
+    path = export_onnx(im.model, im.postprocessor, args.output, image_size=im.image_size)
+    print(f"[deim] wrote {path} (inputs: images [B, 3, {im.image_size}, {im.image_size}], orig_target_sizes [B, 2])")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    tr = sub.add_parser("train", help="train a preset on COCO, a COCO-format folder or the built-in data",
+                        description="Train a DEIM (or baseline) preset with its paper schedule.",
+                        epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    tr.add_argument("--preset", required=True, help="deim_dfine_{n,s,m,l,x}, deim_rtdetrv2_{r18,...}, dfine_*, ...")
+    add_data_arguments(tr)
+    tr.add_argument("--epochs", type=int, help="rescale the paper schedule to this many epochs")
+    tr.add_argument("--batch-size", type=int, help="total batch size (linear LR scaling applied)")
+    tr.add_argument("--resume", help="continue a run from its last.pth")
+    tr.add_argument("--finetune", help="start from these weights (ours or official; class heads re-initialised)")
+    tr.add_argument("--output-dir", default="outputs/train")
+    tr.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    tr.add_argument("--amp", action="store_true", help="mixed precision on CUDA (bf16 where supported)")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--eval-every", type=int, default=1, help="evaluate the EMA model every N epochs")
+    tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bars")
+    tr.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="COCO metrics of a checkpoint on a validation set")
+    ev.add_argument("--checkpoint", required=True)
+    ev.add_argument("--preset", help="needed for official checkpoints (ours store it)")
+    add_data_arguments(ev, required=False)
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--output-dir", default="outputs/eval")
+    ev.add_argument("--set", action="append", metavar="KEY=VALUE")
+    ev.add_argument("--no-progress", action="store_true")
+    ev.set_defaults(func=cmd_eval)
+
+    pr = sub.add_parser("predict", help="detect objects in images; writes annotated PNGs and predictions.json")
+    pr.add_argument("inputs", nargs="+", help="image files or folders")
+    pr.add_argument("--checkpoint", required=True)
+    pr.add_argument("--preset", help="needed for official checkpoints (ours store it)")
+    pr.add_argument("--image-size", type=int)
+    pr.add_argument("--threshold", type=float, default=0.4, help="minimum score drawn and written")
+    pr.add_argument("--output-dir", default="outputs/predict")
+    pr.add_argument("--device", default="cpu")
+    pr.set_defaults(func=cmd_predict)
+
+    ex = sub.add_parser("export", help="export a checkpoint to ONNX (opset 17, dynamic batch)")
+    ex.add_argument("--checkpoint", required=True)
+    ex.add_argument("--preset", help="needed for official checkpoints (ours store it)")
+    ex.add_argument("--image-size", type=int)
+    ex.add_argument("--output", default="model.onnx")
+    ex.set_defaults(func=cmd_export)

@@ -1,0 +1,88 @@
+"""From a :class:`~deim.config.DataConfig` to datasets and loaders: one code path for COCO,
+any COCO-format folder, and the built-in Fashion-MNIST detection data."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Subset
+
+from deim.config import DataConfig
+from deim.data.aug_schedule import AugSchedule
+from deim.data.coco import CocoDetection
+from deim.data.collate import BatchCollator
+from deim.data.labels import LabelMap
+from deim.data.loaders import DetectionLoader, build_train_loader, build_val_loader
+from deim.data.pipeline import build_train_transforms, build_val_transforms
+
+
+@dataclass
+class DataPaths:
+    train_images: Path
+    train_ann: Path
+    val_images: Path
+    val_ann: Path
+    remap_mscoco: bool
+
+
+def data_paths(cfg: DataConfig) -> DataPaths:
+    """Where the images and annotations of ``cfg`` are; generates the built-in data when asked."""
+    if cfg.dataset == "fashion":
+        from deim.data.fashion import fashion_splits
+
+        splits = fashion_splits(cfg.fashion_scale)
+        return DataPaths(*splits["train"], *splits["val"], remap_mscoco=False)
+    if cfg.dataset == "coco":
+        if not cfg.root:
+            raise ValueError("data.dataset=coco needs data.root (the folder with train2017/, val2017/, annotations/)")
+        root = Path(cfg.root)
+        return DataPaths(root / "train2017", root / "annotations" / "instances_train2017.json",
+                         root / "val2017", root / "annotations" / "instances_val2017.json", remap_mscoco=True)
+    missing = [k for k in ("train_images", "train_ann", "val_images", "val_ann") if not getattr(cfg, k)]
+    if missing:
+        raise ValueError(f"data.dataset=custom needs {', '.join('data.' + k for k in missing)}")
+    return DataPaths(Path(cfg.train_images), Path(cfg.train_ann), Path(cfg.val_images), Path(cfg.val_ann),
+                     remap_mscoco=False)
+
+
+@dataclass
+class TrainingData:
+    """Datasets and loaders of a run; ``label_map`` maps contiguous labels to category ids/names."""
+
+    train: CocoDetection
+    val: CocoDetection
+    train_loader: DetectionLoader
+    val_loader: DetectionLoader
+    label_map: LabelMap
+
+
+def _subset(dataset: CocoDetection, n: int | None, seed: int) -> CocoDetection | Subset:
+    if n is None or n >= len(dataset):
+        return dataset
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n]
+    return Subset(dataset, sorted(order.tolist()))
+
+
+def build_training_data(cfg: DataConfig, aug: AugSchedule, *, batch_size: int, seed: int,
+                        val_batch_size: int | None = None) -> TrainingData:
+    """Datasets (train with the Dense O2O pipeline of ``aug``, val resized) and their loaders.
+
+    ``batch_size`` is per process. The validation set uses the training set's label map, so a
+    category missing from one split still keeps its label.
+    """
+    paths = data_paths(cfg)
+    train = CocoDetection(paths.train_images, paths.train_ann, remap_mscoco=paths.remap_mscoco,
+                          transforms=build_train_transforms(aug, cfg.image_size, seed=seed,
+                                                            mosaic_cache=cfg.mosaic_cache))
+    val = CocoDetection(paths.val_images, paths.val_ann, label_map=train.label_map,
+                        transforms=build_val_transforms(cfg.image_size))
+    collator = BatchCollator(aug, epoch=train.epoch_counter, seed=seed)
+    train_part = _subset(train, cfg.train_subset, seed)
+    val_part = _subset(val, cfg.val_subset, seed)
+    train_loader = build_train_loader(train_part, collator, batch_size, num_workers=cfg.num_workers, seed=seed,
+                                      persistent_workers=cfg.num_workers > 0)
+    if isinstance(train_part, Subset):  # set_epoch must reach the dataset behind the subset
+        train_part.set_epoch = train.set_epoch  # type: ignore[attr-defined]
+    val_loader = build_val_loader(val_part, val_batch_size or cfg.val_batch_size, num_workers=cfg.num_workers)
+    return TrainingData(train, val, train_loader, val_loader, train.label_map)

@@ -1,0 +1,70 @@
+"""The command line end to end on the built-in data: train, resume, eval, predict, export, errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from deim.cli import main
+
+TINY = ["--preset", "deim_dfine_n", "--data", "fashion", "--fashion-scale", "smoke", "--image-size", "96",
+        "--batch-size", "8", "--workers", "0", "--no-progress", "--set", "model.num_queries=12",
+        "--set", "model.num_denoising=6", "--set", "schedule.warmup_iter=2", "--set", "data.train_subset=16",
+        "--set", "data.val_subset=8"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    assert main(["train", *TINY, "--epochs", "1", "--output-dir", str(out)]) == 0
+    return out
+
+
+def test_train_writes_checkpoints_logs_and_config(trained, capsys):
+    assert {"last.pth", "best.pth", "log.jsonl", "log.csv", "config.yaml"} <= {p.name for p in trained.iterdir()}
+    assert "preset: deim_dfine_n" in (trained / "config.yaml").read_text()
+
+
+def test_resume_continues_to_the_new_end(trained, tmp_path, capsys):
+    assert main(["train", *TINY, "--epochs", "2", "--output-dir", str(trained),
+                 "--resume", str(trained / "last.pth")]) == 0
+    rows = [json.loads(line) for line in (trained / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1]
+    assert "resumed" in capsys.readouterr().out
+
+
+def test_eval_prints_the_twelve_coco_stats(trained, capsys):
+    assert main(["eval", "--checkpoint", str(trained / "last.pth"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    for name in ("AP", "AP50", "AP75", "APs", "ARl"):
+        assert f"{name:>6} " in out
+
+
+def test_predict_writes_images_and_json(trained, tmp_path):
+    from deim.data.fashion import fashion_splits
+
+    images = fashion_splits("smoke")["val"][0]
+    assert main(["predict", str(images), "--checkpoint", str(trained / "last.pth"),
+                 "--output-dir", str(tmp_path), "--threshold", "0"]) == 0
+    records = json.loads((tmp_path / "predictions.json").read_text())
+    assert len(list(tmp_path.glob("*.png"))) == 32 and records
+    assert {"file_name", "category_id", "category_name", "bbox", "score"} <= set(records[0])
+
+
+def test_export_writes_onnx(trained, tmp_path):
+    pytest.importorskip("onnx")
+    assert main(["export", "--checkpoint", str(trained / "last.pth"), "--output", str(tmp_path / "m.onnx")]) == 0
+    assert (tmp_path / "m.onnx").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--preset", "nope", "--data", "fashion"], "unknown schedule"),
+    (["train", "--preset", "deim_dfine_n", "--data", "coco"], "needs data.root"),
+    (["train", "--preset", "deim_dfine_n", "--data", "custom", "--train-json", "x.json"], "needs data.train_images"),
+    (["train", "--preset", "deim_dfine_n", "--data", "fashion", "--set", "data.nope=1"], "unknown config key"),
+    (["predict", "missing.png", "--checkpoint", "missing.pth"], "checkpoint not found"),
+])
+def test_wrong_arguments_give_one_clear_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
