@@ -59,6 +59,7 @@ class TrainConfig:
     eval_every: int = 1
     checkpoint_every: int = 1
     sync_bn: bool = False
+    freeze_bn: bool = False
     max_nonfinite: int = 5
     resume: str | None = None
     finetune: str | None = None

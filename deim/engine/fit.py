@@ -35,6 +35,7 @@ from deim.engine.run_history import RunLog
 from deim.engine.schedules import TrainSchedule
 from deim.engine.seeding import rng_state, seed_everything, set_rng_state
 from deim.engine.train_loop import NonFiniteGuard, predict_loader, train_one_epoch
+from deim.models.backbone_blocks import freeze_batch_norm
 from deim.models.build import build_criterion, build_model, build_postprocessor, resolve_preset
 from deim.models.checkpoint import load_checkpoint
 
@@ -90,7 +91,11 @@ class Trainer:
             report = load_checkpoint(model, cfg.finetune, num_classes_changed_ok=True)
             if self.info.is_main:
                 print(f"[deim] fine-tuning from {cfg.finetune}: {report}")
-        if cfg.sync_bn and self.info.enabled:
+        if cfg.freeze_bn:  # fixed statistics: per-sample outputs no longer depend on the batch
+            model = freeze_batch_norm(model)
+        elif cfg.sync_bn and self.info.enabled:
+            if cfg.device == "cpu" or not torch.cuda.is_available():
+                raise ValueError("sync_bn needs CUDA (torch's SyncBatchNorm has no CPU kernel); use freeze_bn on CPU")
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model.to(self.device)
         self.criterion = build_criterion(cfg.preset, **{**overrides, **cfg.criterion}).to(self.device)
