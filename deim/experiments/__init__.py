@@ -1,0 +1,1 @@
+"""Reproduction experiments: run specs keyed by config hash, a run cache, the scale protocols."""

@@ -1,0 +1,49 @@
+"""Run specs, their keys and the settings the reproduction notebooks share."""
+from __future__ import annotations
+
+import pytest
+
+from deim.experiments.protocol import PROTOCOLS, get_protocol
+from deim.experiments.runs import RunSpec
+from deim.experiments.settings import dense_o2o_mal_ablation, gamma_sweep, mosaic_mixup_grid
+
+
+def test_equal_settings_share_a_key_and_any_change_makes_a_new_one():
+    a, b = RunSpec("smoke"), RunSpec("smoke")
+    assert a.key() == b.key() and len(a.key()) == 12
+    for other in (RunSpec("smoke", seed=1), RunSpec("smoke", gamma=2.0), RunSpec("smoke", mixup_prob=0.0),
+                  RunSpec("smoke", loss="vfl"), RunSpec("smoke", epoch_factor=2), RunSpec("reduced")):
+        assert other.key() != a.key()
+
+
+def test_train_config_carries_the_setting():
+    cfg = RunSpec("smoke", loss="vfl", gamma=2.0, mosaic_prob=0.0, mixup_prob=0.5, epoch_factor=2, seed=3).train_config()
+    p = get_protocol("smoke")
+    s = cfg.resolved_schedule()
+    assert s.epochs == 2 * p.epochs and s.total_batch_size == p.batch_size
+    assert s.aug.mosaic_prob == 0.0 and s.aug.mixup_prob == 0.5 and s.aug.base_size == p.image_size
+    assert cfg.seed == 3 and cfg.data.dataset == "fashion" and cfg.data.fashion_scale == p.fashion_scale
+    assert cfg.criterion["criterion.losses"][0] == "vfl" and "loss_vfl" in cfg.criterion["criterion.weight_dict"]
+    assert RunSpec("smoke").train_config().criterion == {"criterion.gamma": 1.5}
+    assert cfg.model == p.model
+
+
+def test_bad_specs_are_refused():
+    with pytest.raises(ValueError, match="loss"):
+        RunSpec("smoke", loss="focal")
+    with pytest.raises(ValueError, match="unknown scale"):
+        RunSpec("huge").train_config()
+    with pytest.raises(ValueError, match="data_root"):
+        RunSpec("full").train_config()
+
+
+def test_notebooks_share_runs_where_the_setting_is_the_same():
+    ablation = dense_o2o_mal_ablation("reduced")
+    grid = mosaic_mixup_grid("reduced")
+    gammas = gamma_sweep("reduced")
+    keys = lambda specs: [s.key() for s in specs]  # noqa: E731
+    assert keys(ablation["baseline (VFL), 1x"]) == keys(grid["mosaic 0, mixup 0"])
+    assert keys(ablation["+ Dense O2O, 1x"]) == keys(grid["mosaic 0.5, mixup 0.5"])
+    assert keys(ablation["DEIM (Dense O2O + MAL), 1x"]) == keys(gammas["γ=1.5"])
+    assert all(len(v) >= 3 for v in (*ablation.values(), *grid.values(), *gammas.values()))
+    assert {1.0, 1.5, 2.0} <= set(PROTOCOLS["reduced"].gammas)
