@@ -68,3 +68,15 @@ def test_wrong_arguments_give_one_clear_line(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_any_coco_format_folder_trains_through_the_custom_path(tmp_path):
+    from deim.data.fashion import fashion_splits
+
+    splits = fashion_splits("smoke")
+    (train_images, train_ann), (val_images, val_ann) = splits["train"], splits["val"]
+    custom = TINY[:TINY.index("--data")] + ["--data", "custom"] + TINY[TINY.index("--image-size"):]
+    assert main(["train", *custom, "--train-json", str(train_ann), "--train-images", str(train_images),
+                 "--val-json", str(val_ann), "--val-images", str(val_images), "--epochs", "1",
+                 "--output-dir", str(tmp_path)]) == 0
+    assert (tmp_path / "last.pth").is_file()

@@ -87,3 +87,19 @@ def test_resuming_with_other_categories_is_refused(tmp_path):
     torch.save(state, tmp_path / "other.pth")
     with pytest.raises(ValueError, match="other categories"):
         Trainer(tiny_config(tmp_path / "b", epochs=1, resume=str(tmp_path / "other.pth")), progress=False)
+
+
+def test_non_finite_losses_skip_the_step_and_stop_after_repeats():
+    from deim.engine.train_loop import NonFiniteGuard, NonFiniteLossError
+
+    guard = NonFiniteGuard(max_consecutive=3)
+    finite, nan = torch.tensor(1.0), torch.tensor(float("nan"))
+    assert guard.check(finite, {"loss_mal": finite}, epoch=0, it=0)
+    assert not guard.check(nan, {"loss_mal": nan, "loss_bbox": finite}, epoch=0, it=1)
+    assert guard.events == [{"epoch": 0, "iteration": 1, "terms": ["loss_mal"]}]
+    assert guard.check(finite, {}, epoch=0, it=2) and guard.consecutive == 0  # a good step resets the count
+    guard.check(nan, {}, epoch=0, it=3)
+    guard.check(torch.tensor(float("inf")), {}, epoch=0, it=4)
+    with pytest.raises(NonFiniteLossError, match="3 consecutive non-finite losses"):
+        guard.check(nan, {}, epoch=0, it=5)
+    assert guard.skipped == 4
