@@ -23,13 +23,13 @@ from deim.models.denoising import build_denoising_queries
 from deim.models.dfine_layers import bias_for_prior
 from deim.models.dfine_refinement import DecoderHeads, FDRDecoder, RefinementOutput
 from deim.models.mlp import MLP
-from deim.models.query_selection import AnchorCache, build_enc_output, select_topk_queries
+from deim.models.query_selection import AnchoredQueries, build_enc_output, select_topk_queries
 
 # Prior probability of an object used to initialise the classification biases.
 _CLS_PRIOR = 0.01
 
 
-class DFineDecoder(nn.Module):
+class DFineDecoder(AnchoredQueries, nn.Module):
     """D-FINE decoder: query selection, denoising, FDR layers and prediction heads.
 
     Constructor arguments match the official ``DFINETransformer`` config fields; see
@@ -103,12 +103,7 @@ class DFineDecoder(nn.Module):
 
         self.up = nn.Parameter(torch.tensor([0.5]), requires_grad=False)
         self.reg_scale = nn.Parameter(torch.tensor([reg_scale]), requires_grad=False)
-        self.anchor_cache = AnchorCache(self.feat_strides, eps)
-        if eval_spatial_size is not None:
-            anchors, valid_mask = self.anchor_cache.for_image_size(tuple(eval_spatial_size))
-            self.register_buffer("anchors", anchors)
-            self.register_buffer("valid_mask", valid_mask)
-        self.eval_spatial_size = None if eval_spatial_size is None else tuple(eval_spatial_size)
+        self._init_anchors(self.feat_strides, eps, eval_spatial_size)
 
         self.input_proj = nn.ModuleList(self._input_projection(c) for c in feat_channels)
         layer_kwargs = dict(
@@ -181,13 +176,6 @@ class DFineDecoder(nn.Module):
             shapes.append((feat.shape[2], feat.shape[3]))
             flat.append(feat.flatten(2).permute(0, 2, 1))
         return torch.cat(flat, dim=1), shapes
-
-    def _anchors_for(self, shapes: list[tuple[int, int]], memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Anchor logits ``[1, N, 4]`` and valid mask ``[1, N, 1]`` for these level shapes."""
-        if not self.training and self.eval_spatial_size is not None:
-            if shapes == self.anchor_cache.level_shapes(self.eval_spatial_size):
-                return self.anchors, self.valid_mask
-        return self.anchor_cache.for_level_shapes(shapes, device=memory.device)
 
     def forward(self, feats: Sequence[torch.Tensor], targets: list[dict] | None = None) -> dict:
         """

@@ -148,3 +148,24 @@ def select_topk_queries(
     """
     index = topk_indices(logits, k, method)
     return _gather_rows(memory, index), _gather_rows(logits, index), _gather_rows(anchors, index)
+
+
+class AnchoredQueries:
+    """Mixin of both decoders: anchors and valid mask as buffers for ``eval_spatial_size`` (the
+    official state-dict entries), and computed-and-cached anchors for any other input size."""
+
+    def _init_anchors(self, feat_strides: Sequence[int], eps: float,
+                      eval_spatial_size: Sequence[int] | None) -> None:
+        self.anchor_cache = AnchorCache(feat_strides, eps)
+        self.eval_spatial_size = None if eval_spatial_size is None else tuple(eval_spatial_size)
+        if self.eval_spatial_size is not None:
+            anchors, valid_mask = self.anchor_cache.for_image_size(self.eval_spatial_size)
+            self.register_buffer("anchors", anchors)
+            self.register_buffer("valid_mask", valid_mask)
+
+    def _anchors_for(self, shapes: list[tuple[int, int]], memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Anchor logits ``[1, N, 4]`` and valid mask ``[1, N, 1]`` for these level shapes."""
+        if not self.training and self.eval_spatial_size is not None:
+            if shapes == self.anchor_cache.level_shapes(self.eval_spatial_size):
+                return self.anchors, self.valid_mask
+        return self.anchor_cache.for_level_shapes(shapes, device=memory.device)

@@ -21,7 +21,7 @@ from deim.models.deformable_attention import MSDeformableAttention
 from deim.models.denoising import build_denoising_queries
 from deim.models.dfine_layers import bias_for_prior
 from deim.models.mlp import MLP, get_activation
-from deim.models.query_selection import AnchorCache, build_enc_output, inverse_sigmoid, select_topk_queries
+from deim.models.query_selection import AnchoredQueries, build_enc_output, inverse_sigmoid, select_topk_queries
 
 _CLS_PRIOR = 0.01
 
@@ -62,7 +62,7 @@ class RTDETRv2DecoderLayer(nn.Module):
         return self.norm3(target + self.dropout4(ffn))
 
 
-class RTDETRv2Decoder(nn.Module):
+class RTDETRv2Decoder(AnchoredQueries, nn.Module):
     """RT-DETRv2 transformer decoder with its input projection and heads.
 
     Arguments are those of the official ``RTDETRTransformerv2`` (see ``deim.models.presets``);
@@ -124,12 +124,7 @@ class RTDETRv2Decoder(nn.Module):
         self.dec_score_head = nn.ModuleList(nn.Linear(hidden_dim, num_classes) for _ in range(num_layers))
         self.dec_bbox_head = nn.ModuleList(MLP(hidden_dim, hidden_dim, 4, 3, act=mlp_act) for _ in range(num_layers))
 
-        self.anchor_cache = AnchorCache(strides, eps)
-        self.eval_spatial_size = None if eval_spatial_size is None else tuple(eval_spatial_size)
-        if self.eval_spatial_size is not None:
-            anchors, valid_mask = self.anchor_cache.for_image_size(self.eval_spatial_size)
-            self.register_buffer("anchors", anchors)
-            self.register_buffer("valid_mask", valid_mask)
+        self._init_anchors(self.feat_strides, eps, eval_spatial_size)
         self._reset_parameters()
 
     def _projection(self, in_channels: int, kernel: int) -> nn.Module:
@@ -162,12 +157,6 @@ class RTDETRv2Decoder(nn.Module):
             projected.append(self.input_proj[i](feats[-1] if i == self.num_feats else projected[-1]))
         shapes = [(f.shape[2], f.shape[3]) for f in projected]
         return torch.cat([f.flatten(2).permute(0, 2, 1) for f in projected], dim=1), shapes
-
-    def _anchors_for(self, shapes: list[tuple[int, int]], memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.training and self.eval_spatial_size is not None:
-            if shapes == self.anchor_cache.level_shapes(self.eval_spatial_size):
-                return self.anchors, self.valid_mask
-        return self.anchor_cache.for_level_shapes(shapes, device=memory.device)
 
     def forward(self, feats: Sequence[torch.Tensor], targets: list[dict] | None = None) -> dict:
         """
