@@ -20,9 +20,8 @@
 # measures (at 640×640, batch 1, deploy model, `torch.utils.flop_counter`) beside the paper's
 # numbers. The state dicts of these builds equal the official checkpoints' layout
 # (`tests/test_model_zoo.py`), so the official weights load with `deim.load_checkpoint`.
-# The CPU latency column is PyTorch on this machine, only for ranking: the paper's latencies are
-# TensorRT fp16 on a T4. COCO AP is quoted from the paper (it needs COCO and the official weights).
-# At `smoke` scale only the two smallest presets are measured, without latency.
+# Latency (TensorRT fp16 on a T4) and COCO AP are quoted from the paper: they need a T4 and COCO.
+# At `smoke` scale only the two smallest presets are measured.
 
 # %% tags=["parameters"]
 scale = "smoke"
@@ -37,8 +36,8 @@ from deim.report.writer import FigureWriter
 
 out = FigureWriter("10_model_zoo", scale, figures_dir)
 names = ["deim_dfine_n", "deim_dfine_s"] if scale == "smoke" else list(PAPER_ZOO)
-table = zoo_table(names, image_size=640, latency=scale != "smoke")
-out.save_table(table, "model_zoo", caption="Our builds (params, GFLOPs at 640, CPU latency) beside the paper's "
+table = zoo_table(names, image_size=640)
+out.save_table(table, "model_zoo", caption="Our builds (params, GFLOPs at 640) beside the paper's "
                "Tables 1-2 (COCO val2017 AP, T4 TensorRT fp16 latency).")
 table
 
