@@ -10,11 +10,11 @@ anchors and query selection, denoising) live in their own modules.
 """
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from deim.models.deformable_attention import MSDeformableAttention
@@ -67,8 +67,13 @@ class RTDETRv2Decoder(AnchoredQueries, nn.Module):
 
     Arguments are those of the official ``RTDETRTransformerv2`` (see ``deim.models.presets``);
     ``query_pos_method="as_reg"`` (DEIM) makes the query position head a 3-layer MLP of width
-    ``hidden_dim`` (the baselines: 2 layers of width ``2 * hidden_dim``). ``value_shape`` is
-    accepted for config compatibility; both official values compute the same attention.
+    ``hidden_dim`` (the baselines: 2 layers of width ``2 * hidden_dim``). ``value_shape`` exists
+    for config compatibility and must be ``"reshape"``, the official default.
+
+    With the same seed, initial weights, outputs and gradients equal the official ones bit for bit.
+    Differences: eval at a size other than ``eval_spatial_size`` computes anchors for the actual
+    feature maps (the official reuses the stored ones), and the constructor does not append to
+    the caller's ``feat_strides``.
     """
 
     def __init__(self, num_classes: int = 80, hidden_dim: int = 256, num_queries: int = 300,
@@ -88,8 +93,11 @@ class RTDETRv2Decoder(AnchoredQueries, nn.Module):
             raise ValueError(f"unknown query_select_method {query_select_method!r}")
         if query_pos_method not in ("default", "as_reg"):
             raise ValueError(f"unknown query_pos_method {query_pos_method!r}; expected 'default' or 'as_reg'")
-        if value_shape not in ("default", "reshape"):
-            raise ValueError(f"unknown value_shape {value_shape!r}")
+        if not -num_layers <= eval_idx < num_layers:
+            raise ValueError(f"eval_idx {eval_idx} out of range for {num_layers} layers")
+        if value_shape != "reshape":
+            raise ValueError(f"value_shape {value_shape!r} is not supported: only 'reshape' (the official "
+                             f"decoder fails on its flattened value with 'default')")
         strides = list(feat_strides)
         while len(strides) < num_levels:  # extra levels downsample the last feature map
             strides.append(strides[-1] * 2)
@@ -107,10 +115,11 @@ class RTDETRv2Decoder(AnchoredQueries, nn.Module):
             self.input_proj.append(self._projection(in_channels, 3))
             in_channels = hidden_dim
         points = list(num_points) if isinstance(num_points, Sequence) else num_points
+        # every layer starts as a copy of one initialised layer, as in the official code
+        layer = RTDETRv2DecoderLayer(hidden_dim, nhead, dim_feedforward, dropout, activation, num_levels, points,
+                                     cross_attn_method)
         self.decoder = nn.Module()  # holds ``layers`` so that parameter names match the official ones
-        self.decoder.layers = nn.ModuleList(
-            RTDETRv2DecoderLayer(hidden_dim, nhead, dim_feedforward, dropout, activation, num_levels, points,
-                                 cross_attn_method) for _ in range(num_layers))
+        self.decoder.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
         if num_denoising > 0:
             self.denoising_class_embed = nn.Embedding(num_classes + 1, hidden_dim, padding_idx=num_classes)
             nn.init.normal_(self.denoising_class_embed.weight[:-1])
@@ -216,8 +225,9 @@ class RTDETRv2Decoder(AnchoredQueries, nn.Module):
     def _decode(self, target: torch.Tensor, ref_unact: torch.Tensor, memory: torch.Tensor,
                 shapes: list[tuple[int, int]], attn_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Iterative refinement. Returns boxes ``[L', B, Q, 4]`` and logits ``[L', B, Q, C]``: every
-        layer in training, only layer ``eval_idx`` in eval. In training, layer ``i > 0`` boxes are
-        computed on the previous layer's *undetached* box, so gradients flow through the chain."""
+        layer in training, only layer ``eval_idx`` in eval. Every layer is fed detached reference
+        boxes; in training, layer ``i > 0``'s output box is built on layer ``i - 1``'s *undetached*
+        box, so its loss also trains layer ``i - 1``'s box head (one step back, no further)."""
         out_boxes, out_logits = [], []
         ref_detached = torch.sigmoid(ref_unact)
         ref = ref_detached
@@ -228,7 +238,10 @@ class RTDETRv2Decoder(AnchoredQueries, nn.Module):
             new_ref = torch.sigmoid(delta + inverse_sigmoid(ref_detached))
             if self.training:
                 out_logits.append(self.dec_score_head[i](target))
-                out_boxes.append(new_ref if i == 0 else torch.sigmoid(delta + inverse_sigmoid(ref)))
+                if i == 0:
+                    out_boxes.append(new_ref)
+                else:  # a second head call, as the official: gradients then agree with it bit for bit
+                    out_boxes.append(torch.sigmoid(self.dec_bbox_head[i](target) + inverse_sigmoid(ref)))
             elif i == self.eval_idx:
                 out_logits.append(self.dec_score_head[i](target))
                 out_boxes.append(new_ref)
