@@ -217,16 +217,7 @@ class DFineDecoder(AnchoredQueries, nn.Module):
         )
         enc_boxes_unact = self.enc_bbox_head(topk_memory) + topk_anchors
 
-        if self.learn_query_content:
-            content = self.tgt_embed.weight.unsqueeze(0).tile([memory.shape[0], 1, 1])
-        else:
-            content = topk_memory.detach()
-        ref_unact = enc_boxes_unact.detach()
-        attn_mask = None
-        if dn is not None:
-            content = torch.cat([dn.query_content, content], dim=1)
-            ref_unact = torch.cat([dn.ref_points_unact, ref_unact], dim=1)
-            attn_mask = dn.attn_mask
+        content, ref_unact, attn_mask = self._decoder_queries(topk_memory, enc_boxes_unact, dn)
 
         heads = DecoderHeads(self.query_pos_head, self.pre_bbox_head, self.dec_bbox_head, self.dec_score_head)
         result = self.decoder(content, ref_unact, memory, shapes, heads, attn_mask=attn_mask)

@@ -169,3 +169,18 @@ class AnchoredQueries:
             if shapes == self.anchor_cache.level_shapes(self.eval_spatial_size):
                 return self.anchors, self.valid_mask
         return self.anchor_cache.for_level_shapes(shapes, device=memory.device)
+
+    def _decoder_queries(self, topk_memory: torch.Tensor, boxes_unact: torch.Tensor, dn
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Decoder inputs: content ``[B, n_dn + Q, D]`` (the selected memory, detached, or learned
+        embeddings), reference boxes in logit space ``[B, n_dn + Q, 4]`` (detached) and the
+        self-attention mask; denoising queries (``dn``, or ``None``) come first."""
+        if self.learn_query_content:
+            content = self.tgt_embed.weight.unsqueeze(0).tile([topk_memory.shape[0], 1, 1])
+        else:
+            content = topk_memory.detach()
+        ref_unact = boxes_unact.detach()
+        if dn is None:
+            return content, ref_unact, None
+        return (torch.cat([dn.query_content, content], dim=1), torch.cat([dn.ref_points_unact, ref_unact], dim=1),
+                dn.attn_mask)

@@ -195,16 +195,7 @@ class RTDETRv2Decoder(AnchoredQueries, nn.Module):
         enc_boxes_unact = self.enc_bbox_head(output_memory) + anchors
         topk_memory, topk_logits, topk_boxes_unact = select_topk_queries(
             output_memory, enc_logits, enc_boxes_unact, self.num_queries, self.query_select_method)
-        if self.learn_query_content:
-            content = self.tgt_embed.weight.unsqueeze(0).tile([memory.shape[0], 1, 1])
-        else:
-            content = topk_memory.detach()
-        ref_unact = topk_boxes_unact.detach()
-        attn_mask = None
-        if dn is not None:
-            content = torch.cat([dn.query_content, content], dim=1)
-            ref_unact = torch.cat([dn.ref_points_unact, ref_unact], dim=1)
-            attn_mask = dn.attn_mask
+        content, ref_unact, attn_mask = self._decoder_queries(topk_memory, topk_boxes_unact, dn)
 
         boxes, logits = self._decode(content, ref_unact, memory, shapes, attn_mask)
         if not self.training:
