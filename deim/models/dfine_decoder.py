@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 from deim.models.denoising import build_denoising_queries
-from deim.models.dfine_layers import bias_for_prior
 from deim.models.dfine_refinement import DecoderHeads, FDRDecoder, RefinementOutput
 from deim.models.mlp import MLP
 from deim.models.query_selection import AnchoredQueries, build_enc_output, select_topk_queries
@@ -153,18 +152,7 @@ class DFineDecoder(AnchoredQueries, nn.Module):
         return nn.Sequential(OrderedDict([("conv", conv), ("norm", nn.BatchNorm2d(self.hidden_dim))]))
 
     def _reset_parameters(self) -> None:
-        cls_bias = bias_for_prior(_CLS_PRIOR)
-        nn.init.constant_(self.enc_score_head.bias, cls_bias)
-        for score_head in self.dec_score_head:
-            nn.init.constant_(score_head.bias, cls_bias)
-        for box_head in [self.enc_bbox_head, self.pre_bbox_head, *self.dec_bbox_head]:
-            nn.init.constant_(box_head.layers[-1].weight, 0.0)
-            nn.init.constant_(box_head.layers[-1].bias, 0.0)
-        nn.init.xavier_uniform_(self.enc_output.proj.weight)
-        if self.learn_query_content:
-            nn.init.xavier_uniform_(self.tgt_embed.weight)
-        nn.init.xavier_uniform_(self.query_pos_head.layers[0].weight)
-        nn.init.xavier_uniform_(self.query_pos_head.layers[1].weight)
+        self._init_heads([self.enc_bbox_head, self.pre_bbox_head, *self.dec_bbox_head], _CLS_PRIOR)
 
     def _flatten_features(self, feats: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
         """Per level ``[B, C_l, H_l, W_l]`` -> memory ``[B, sum H_l W_l, D]`` and ``[(H_l, W_l)]``."""

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from deim.models.dfine_layers import bias_for_prior
+
 QUERY_SELECT_METHODS = ("default", "one2many", "agnostic")
 # Side of a level-0 anchor box (normalised); level l uses ANCHOR_SIZE * 2**l.
 ANCHOR_SIZE = 0.05
@@ -184,3 +186,20 @@ class AnchoredQueries:
             return content, ref_unact, None
         return (torch.cat([dn.query_content, content], dim=1), torch.cat([dn.ref_points_unact, ref_unact], dim=1),
                 dn.attn_mask)
+
+    def _init_heads(self, box_heads: list[nn.Module], class_prior: float = 0.01) -> None:
+        """The official initialisation of the query heads: class biases at the prior
+        ``log(p / (1 - p))``, zero last layers of the box heads (boxes start at the anchors or
+        references), Xavier for the memory projection, learned content and query position head."""
+        cls_bias = bias_for_prior(class_prior)
+        nn.init.constant_(self.enc_score_head.bias, cls_bias)
+        for score_head in self.dec_score_head:
+            nn.init.constant_(score_head.bias, cls_bias)
+        for box_head in box_heads:
+            nn.init.constant_(box_head.layers[-1].weight, 0.0)
+            nn.init.constant_(box_head.layers[-1].bias, 0.0)
+        nn.init.xavier_uniform_(self.enc_output.proj.weight)
+        if self.learn_query_content:
+            nn.init.xavier_uniform_(self.tgt_embed.weight)
+        nn.init.xavier_uniform_(self.query_pos_head.layers[0].weight)
+        nn.init.xavier_uniform_(self.query_pos_head.layers[1].weight)

@@ -19,7 +19,6 @@ from torch import nn
 
 from deim.models.deformable_attention import MSDeformableAttention
 from deim.models.denoising import build_denoising_queries
-from deim.models.dfine_layers import bias_for_prior
 from deim.models.mlp import MLP, get_activation
 from deim.models.query_selection import AnchoredQueries, build_enc_output, inverse_sigmoid, select_topk_queries
 
@@ -142,18 +141,7 @@ class RTDETRv2Decoder(AnchoredQueries, nn.Module):
         return nn.Sequential(OrderedDict([("conv", conv), ("norm", nn.BatchNorm2d(self.hidden_dim))]))
 
     def _reset_parameters(self) -> None:
-        cls_bias = bias_for_prior(_CLS_PRIOR)
-        nn.init.constant_(self.enc_score_head.bias, cls_bias)
-        for score_head in self.dec_score_head:
-            nn.init.constant_(score_head.bias, cls_bias)
-        for box_head in [self.enc_bbox_head, *self.dec_bbox_head]:
-            nn.init.constant_(box_head.layers[-1].weight, 0.0)
-            nn.init.constant_(box_head.layers[-1].bias, 0.0)
-        nn.init.xavier_uniform_(self.enc_output.proj.weight)
-        if self.learn_query_content:
-            nn.init.xavier_uniform_(self.tgt_embed.weight)
-        nn.init.xavier_uniform_(self.query_pos_head.layers[0].weight)
-        nn.init.xavier_uniform_(self.query_pos_head.layers[1].weight)
+        self._init_heads([self.enc_bbox_head, *self.dec_bbox_head], _CLS_PRIOR)
         for proj in self.input_proj:
             nn.init.xavier_uniform_(proj.conv.weight)
 
