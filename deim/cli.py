@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 from deim.commands import add_commands
 
@@ -46,8 +47,18 @@ def _plain(obj):
     return obj
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr (no usage block) and exit code 2.
+
+    Subcommand parsers inherit the class, so ``deim train --epochs x`` is one line too.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="deim", description="DEIM: DETR with Improved Matching — reference "
+    parser = _OneLineErrors(prog="deim", description="DEIM: DETR with Improved Matching — reference "
                                      "companion. Run `deim <command> --help` for the options of a command.")
     sub = parser.add_subparsers(dest="command", metavar="command")
     add_commands(sub)

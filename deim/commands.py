@@ -17,13 +17,23 @@ TRAIN_EPILOG = """examples:
 --set KEY=VALUE changes any config value, e.g. --set schedule.warmup_iter=200 --set model.num_queries=100."""
 
 
+EVAL_EPILOG = """examples:
+  deim eval --checkpoint outputs/train/best.pth                    (our checkpoints know their data)
+  deim eval --checkpoint outputs/train/best.pth --data custom --val-json va.json --val-images va/
+  deim eval --checkpoint deim_dfine_hgnetv2_s_coco_120e.pth --preset deim_dfine_s --data coco --data-root /data/coco"""
+
+
 def add_data_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--data", choices=["fashion", "coco", "custom"], required=required, help="built-in Fashion-MNIST data, COCO 2017, or any COCO-format folder")
-    g.add_argument("--data-root", help="COCO folder with train2017/, val2017/, annotations/")
-    g.add_argument("--fashion-scale", choices=["smoke", "reduced", "full"], default="reduced")
-    g.add_argument("--train-json"), g.add_argument("--train-images")
-    g.add_argument("--val-json"), g.add_argument("--val-images")
+    g.add_argument("--data", choices=["fashion", "coco", "custom"], required=required,
+                   help="built-in Fashion-MNIST detection data, COCO 2017, or any COCO-format folder")
+    g.add_argument("--data-root", help="--data coco: the folder with train2017/, val2017/, annotations/")
+    g.add_argument("--fashion-scale", choices=["smoke", "reduced", "full"], default="reduced",
+                   help="--data fashion: size of the built-in data (generated on first use)")
+    g.add_argument("--train-json", help="--data custom: COCO-format annotations of the training images")
+    g.add_argument("--train-images", help="--data custom: folder of the training images")
+    g.add_argument("--val-json", help="--data custom: COCO-format annotations of the validation images")
+    g.add_argument("--val-images", help="--data custom: folder of the validation images")
     g.add_argument("--image-size", type=int, default=None, help="square training/eval size (default 640)")
     g.add_argument("--workers", type=int, default=2, help="DataLoader workers per process")
 
@@ -35,14 +45,16 @@ def _config(args: argparse.Namespace):
     paper = get_schedule(args.preset)
     cfg = TrainConfig.from_preset(args.preset, epochs=args.epochs, batch_size=args.batch_size)
     s = cfg.resolved_schedule()
-    if args.batch_size not in (None, 1) and args.batch_size != paper.total_batch_size:
+    if args.batch_size is not None and args.batch_size != paper.total_batch_size:
         print(f"[deim] linear LR scaling: batch {paper.total_batch_size} -> {args.batch_size}: lr {paper.lr:g} -> "
               f"{s.lr:g}, backbone lr {paper.backbone_lr:g} -> {s.backbone_lr:g}")
     data = DataConfig(dataset=args.data, root=args.data_root, train_images=args.train_images,
                       train_ann=args.train_json, val_images=args.val_images, val_ann=args.val_json,
-                      fashion_scale=args.fashion_scale, image_size=args.image_size or 640, num_workers=args.workers)
+                      fashion_scale=args.fashion_scale, image_size=640 if args.image_size is None else args.image_size,
+                      num_workers=args.workers)
     cfg.data, cfg.device, cfg.amp, cfg.seed = data, args.device, args.amp, args.seed
-    cfg.output_dir, cfg.resume, cfg.finetune, cfg.eval_every = args.output_dir, args.resume, args.finetune, args.eval_every
+    cfg.output_dir, cfg.resume, cfg.finetune = args.output_dir, args.resume, args.finetune
+    cfg.eval_every = args.eval_every
     return apply_overrides(cfg, args.set or [])
 
 
@@ -69,19 +81,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import dataclasses
-
     import torch
 
     from deim.config import TrainConfig, apply_overrides
-    from deim.engine.fit import Trainer
-    from deim.models.checkpoint import load_checkpoint
+    from deim.data.labels import LabelMap
+    from deim.engine.data_build import build_eval_data
+    from deim.engine.inference import load_for_inference, read_checkpoint
+    from deim.engine.train_loop import evaluate_coco
 
-    state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
-    ours = isinstance(state, dict) and "config" in state
-    if ours:
+    state = read_checkpoint(args.checkpoint)
+    if "config" in state:  # ours: its data unless other data is given
         cfg = TrainConfig.from_dict(state["config"])
-        if args.data is not None:  # evaluate on another dataset than the one it was trained on
+        if args.data is not None:
             cfg.data = _config(_with_training_defaults(args, cfg.preset)).data
     elif args.preset and args.data:
         cfg = _config(_with_training_defaults(args, args.preset))
@@ -89,19 +100,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.checkpoint} holds no training config: give --preset and the data (--data ...)")
     if args.image_size is not None:
         cfg.data.image_size = args.image_size
-    cfg.schedule = cfg.resolved_schedule().scaled_to_batch(1)  # evaluation only: no training batch needed
-    cfg = dataclasses.replace(cfg, resume=None, finetune=None, device=args.device, output_dir=args.output_dir)
-    trainer = Trainer(apply_overrides(cfg, args.set or []), progress=not args.no_progress)
-    print(load_checkpoint(trainer.ema.module, state))
-    for name, value in trainer.evaluate().items():
+    cfg = apply_overrides(cfg, args.set or [])
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)
+    saved = LabelMap.from_dict(state["label_map"]) if "label_map" in state else None
+    val, loader = build_eval_data(cfg.data, saved, seed=cfg.seed)
+    im = load_for_inference(state, preset=cfg.preset, image_size=cfg.data.image_size,
+                            num_classes=val.label_map.num_classes, device=device, model_overrides=cfg.model)
+    print(f"[deim] {cfg.preset} at {im.image_size} px on {len(loader.dataset)} images of {val.ann_file}")
+    stats = evaluate_coco(im.model, im.postprocessor, loader, val.ann_file, val.label_map, device,
+                          progress=not args.no_progress)
+    for name, value in stats.items():
         print(f"{name:>6} {100 * value:6.2f}")
     return 0
 
 
 def _with_training_defaults(args: argparse.Namespace, preset: str) -> argparse.Namespace:
-    return argparse.Namespace(**{**vars(args), "preset": preset, "epochs": None, "batch_size": 1, "amp": False,
+    """The ``eval`` arguments completed with neutral training values, so that :func:`_config`
+    builds the data config exactly as ``train`` would."""
+    return argparse.Namespace(**{**vars(args), "preset": preset, "epochs": None, "batch_size": None, "amp": False,
                                  "resume": None, "finetune": None, "eval_every": 1, "set": [],
-                                 "data": args.data or "fashion"})
+                                 "output_dir": "outputs/train", "data": args.data or "fashion"})
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -138,27 +157,36 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--batch-size", type=int, help="total batch size (linear LR scaling applied)")
     tr.add_argument("--resume", help="continue a run from its last.pth")
     tr.add_argument("--finetune", help="start from these weights (ours or official; class heads re-initialised)")
-    tr.add_argument("--output-dir", default="outputs/train")
+    tr.add_argument("--output-dir", default="outputs/train",
+                    help="where last.pth, best.pth, log.jsonl/csv and config.yaml go (default outputs/train)")
     tr.add_argument("--device", default="auto", help="auto, cpu or cuda")
     tr.add_argument("--amp", action="store_true", help="mixed precision on CUDA (bf16 where supported)")
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--seed", type=int, default=0, help="seeds Python, NumPy, torch, the sample order, every "
+                    "augmentation draw and the DataLoader workers (default 0)")
     tr.add_argument("--eval-every", type=int, default=1, help="evaluate the EMA model every N epochs")
     tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
     tr.add_argument("--no-progress", action="store_true", help="no progress bars")
     tr.set_defaults(func=cmd_train)
 
-    ev = sub.add_parser("eval", help="COCO metrics of a checkpoint on a validation set")
+    ev = sub.add_parser("eval", help="COCO metrics of a checkpoint on a validation set",
+                        description="Print the 12 COCO stats of a checkpoint's (EMA) model. Only the validation "
+                                    "images are read.", epilog=EVAL_EPILOG,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ev.add_argument("--checkpoint", required=True)
     ev.add_argument("--preset", help="needed for official checkpoints (ours store it)")
     add_data_arguments(ev, required=False)
     ev.add_argument("--device", default="auto")
-    ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--output-dir", default="outputs/eval")
+    ev.add_argument("--seed", type=int, default=0, help="picks the images of --set data.val_subset=N")
     ev.add_argument("--set", action="append", metavar="KEY=VALUE")
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=cmd_eval)
 
-    pr = sub.add_parser("predict", help="detect objects in images; writes annotated PNGs and predictions.json")
+    pr = sub.add_parser("predict", help="detect objects in images; writes annotated PNGs and predictions.json",
+                        description="Detect objects in images with a checkpoint's (EMA) model; writes one annotated "
+                                    "PNG per image and predictions.json (COCO results with the original category "
+                                    "ids and names).", epilog="example:\n  deim predict photos/ --checkpoint "
+                                    "outputs/train/best.pth --output-dir outputs/predict --threshold 0.5",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     pr.add_argument("inputs", nargs="+", help="image files or folders")
     pr.add_argument("--checkpoint", required=True)
     pr.add_argument("--preset", help="needed for official checkpoints (ours store it)")
@@ -168,7 +196,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--device", default="cpu")
     pr.set_defaults(func=cmd_predict)
 
-    ex = sub.add_parser("export", help="export a checkpoint to ONNX (opset 17, dynamic batch)")
+    ex = sub.add_parser("export", help="export a checkpoint to ONNX (opset 17, dynamic batch)",
+                        description="Export a checkpoint's (EMA) model with its post-processor to ONNX (needs "
+                                    "pip install 'deim[export]').", epilog="example:\n  deim export --checkpoint "
+                                    "outputs/train/best.pth --output model.onnx",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ex.add_argument("--checkpoint", required=True)
     ex.add_argument("--preset", help="needed for official checkpoints (ours store it)")
     ex.add_argument("--image-size", type=int)

@@ -43,6 +43,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.dataset not in ("coco", "custom", "fashion"):
             raise ValueError(f"data.dataset must be coco, custom or fashion, got {self.dataset!r}")
+        _check_at_least(0, num_workers=self.num_workers)
+        _check_at_least(1, image_size=self.image_size, val_batch_size=self.val_batch_size)
 
 
 @dataclass
@@ -63,6 +65,10 @@ class TrainConfig:
     max_nonfinite: int = 5
     resume: str | None = None
     finetune: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_at_least(1, eval_every=self.eval_every, checkpoint_every=self.checkpoint_every,
+                        max_nonfinite=self.max_nonfinite)
 
     @classmethod
     def from_preset(cls, preset: str, epochs: int | None = None, batch_size: int | None = None,
@@ -150,6 +156,12 @@ def apply_overrides(cfg: TrainConfig, assignments: list[str]) -> TrainConfig:
             raise ValueError(f"unknown config key {key!r}; valid keys here: {', '.join(sorted(node))}")
         node[parts[-1]] = value
     return TrainConfig.from_dict(d)
+
+
+def _check_at_least(minimum: int, **values: Any) -> None:
+    for name, value in values.items():
+        if not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def _plain(obj: Any) -> Any:

@@ -62,7 +62,12 @@ def test_export_writes_onnx(trained, tmp_path):
     (["train", "--preset", "deim_dfine_n", "--data", "coco"], "needs data.root"),
     (["train", "--preset", "deim_dfine_n", "--data", "custom", "--train-json", "x.json"], "needs data.train_images"),
     (["train", "--preset", "deim_dfine_n", "--data", "fashion", "--set", "data.nope=1"], "unknown config key"),
-    (["predict", "missing.png", "--checkpoint", "missing.pth"], "checkpoint not found"),
+    (["predict", "missing.png", "--checkpoint", "missing.pth"], "checkpoint not found: missing.pth"),
+    (["eval", "--checkpoint", "missing.pth"], "checkpoint not found: missing.pth"),
+    (["train", "--preset", "deim_dfine_n", "--data", "fashion", "--eval-every", "0"], "eval_every must be"),
+    (["train", "--preset", "deim_dfine_n", "--data", "fashion", "--image-size", "0"], "image_size must be"),
+    (["train", "--preset", "deim_dfine_n", "--data", "coco", "--data-root", "/no/coco"],
+     "image folder not found: /no/coco/train2017"),
 ])
 def test_wrong_arguments_give_one_clear_line(argv, message, capsys):
     assert main(argv) == 2
@@ -80,3 +85,52 @@ def test_any_coco_format_folder_trains_through_the_custom_path(tmp_path):
                  "--val-json", str(val_ann), "--val-images", str(val_images), "--epochs", "1",
                  "--output-dir", str(tmp_path)]) == 0
     assert (tmp_path / "last.pth").is_file()
+
+
+def _printed_stats(out: str) -> dict[str, float]:
+    stats = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0][:2] in ("AP", "AR"):
+            stats[parts[0]] = float(parts[1])
+    return stats
+
+
+def test_eval_reproduces_the_runs_own_evaluation_of_the_ema_model(trained, capsys):
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(trained / "last.pth"), "--no-progress"]) == 0
+    printed = _printed_stats(capsys.readouterr().out)
+    logged = [json.loads(line) for line in (trained / "log.jsonl").read_text().splitlines()][-1]
+    assert len(printed) == 12
+    assert printed == {k: round(100 * logged[k], 2) for k in printed}
+
+
+def test_eval_of_an_official_layout_checkpoint_needs_only_the_validation_data(trained, tmp_path, capsys):
+    import torch
+
+    from deim.data.fashion import fashion_splits
+
+    ours = torch.load(trained / "last.pth", weights_only=False)
+    torch.save({"ema": {"module": ours["ema"]["module"]}}, tmp_path / "official.pth")  # no config, no label map
+    val_images, val_ann = fashion_splits("smoke")["val"]
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(tmp_path / "official.pth"), "--preset", "deim_dfine_n",
+                 "--data", "custom", "--val-json", str(val_ann), "--val-images", str(val_images),
+                 "--image-size", "96", "--set", "model.num_queries=12", "--set", "data.val_subset=8",
+                 "--no-progress"]) == 0
+    official = _printed_stats(capsys.readouterr().out)
+    assert main(["eval", "--checkpoint", str(trained / "last.pth"), "--no-progress"]) == 0
+    assert official == _printed_stats(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--data", "fashion"], "the following arguments are required: --preset"),
+    (["train", "--preset", "deim_dfine_n", "--data", "fashion", "--epochs", "x"], "invalid int value: 'x'"),
+    (["nope"], "invalid choice: 'nope'"),
+])
+def test_argument_errors_are_one_line_with_exit_code_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and "--help" in err[0]

@@ -1,4 +1,5 @@
-"""Two processes with DDP (gloo, CPU) train like one process on the same global batch."""
+"""DDP with gloo on CPU: two processes train like one process on the same global batch, and a
+two-process run resumes exactly (every process gets back its own RNG streams)."""
 from __future__ import annotations
 
 import dataclasses
@@ -34,10 +35,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, port: int, output_dir: str) -> None:
+def _join(rank: int, port: int) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
+
+
+def _worker(rank: int, port: int, output_dir: str) -> None:
+    _join(rank, port)
     trainer = Trainer(ddp_config(output_dir), progress=False)
     trainer.fit()
     torch.save({"weights": trainer.model.state_dict(), "history": trainer.history},
@@ -64,3 +69,32 @@ def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
         torch.testing.assert_close(rank0[key], value, rtol=1e-4, atol=1e-6, msg=lambda m: f"{key}: {m}")
     moved = [k for k in after if after[k].is_floating_point() and not torch.equal(after[k], before[k])]
     assert len(moved) > 100  # training really changed the weights
+
+
+def _resume_worker(rank: int, port: int, output_dir: str) -> None:
+    """Two epochs straight vs one epoch, a new Trainer resumed from ``last.pth``, one more epoch.
+    Denoising is on: its label/box noise draws from each process's own torch RNG (seeded
+    ``seed + rank``), so resuming rank 1 with rank 0's RNG state would change its gradients."""
+    from pathlib import Path
+
+    _join(rank, port)
+    out = Path(output_dir)
+    straight = Trainer(tiny_config(out / "straight", epochs=2), progress=False)
+    straight.fit()
+    Trainer(tiny_config(out / "split", epochs=2), progress=False).fit(max_epochs=1)
+    resumed = Trainer(tiny_config(out / "split", epochs=2, resume=str(out / "split" / "last.pth")), progress=False)
+    resumed.fit()
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    torch.save(different, out / f"different{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_two_process_run_resumes_exactly_with_each_process_own_rng(tmp_path):
+    mp.spawn(_resume_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    state = torch.load(tmp_path / "split" / "last.pth", weights_only=False)
+    per_rank = state["rng_per_rank"]
+    assert len(per_rank) == 2 and not torch.equal(per_rank[0]["torch"], per_rank[1]["torch"])
+    for rank in (0, 1):
+        different = torch.load(tmp_path / f"different{rank}.pt")
+        assert not different, f"rank {rank}: {len(different)} tensors differ after resume, e.g. {different[:3]}"

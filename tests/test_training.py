@@ -103,3 +103,35 @@ def test_non_finite_losses_skip_the_step_and_stop_after_repeats():
     with pytest.raises(NonFiniteLossError, match="3 consecutive non-finite losses"):
         guard.check(nan, {}, epoch=0, it=5)
     assert guard.skipped == 4
+
+
+def test_evaluation_of_ground_truth_predictions_scores_ap_1():
+    """The whole evaluation chain (real post-processor: boxes scaled to the original size, labels
+    back to category ids, image ids) scores perfect predictions AP 1 on the built-in data."""
+    from deim.config import DataConfig
+    from deim.engine.data_build import build_eval_data
+    from deim.engine.train_loop import evaluate_coco
+    from deim.models.build import build_postprocessor
+
+    val, loader = build_eval_data(DataConfig(dataset="fashion", fashion_scale="smoke", image_size=96,
+                                             num_workers=0, val_subset=8, val_batch_size=3))
+    queries = 8
+
+    class GroundTruthModel(torch.nn.Module):  # returns, batch after batch, the loader's own targets
+        def __init__(self) -> None:
+            super().__init__()
+            self.targets = (targets for _, targets in loader)
+
+        def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+            logits = torch.full((images.shape[0], queries, val.label_map.num_classes), -20.0)
+            boxes = torch.full((images.shape[0], queries, 4), 0.5)
+            for i, t in enumerate(next(self.targets)):
+                n = len(t["labels"])
+                logits[i, torch.arange(n), t["labels"]] = 20.0
+                boxes[i, :n] = t["boxes"]
+            return {"pred_logits": logits, "pred_boxes": boxes}
+
+    post = build_postprocessor("deim_dfine_n", num_classes=val.label_map.num_classes, num_top_queries=40)
+    stats = evaluate_coco(GroundTruthModel(), post, loader, val.ann_file, val.label_map, torch.device("cpu"),
+                          progress=False)
+    assert stats["AP"] == pytest.approx(1.0) and stats["AP50"] == pytest.approx(1.0)

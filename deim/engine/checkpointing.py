@@ -4,7 +4,8 @@ Layout (a superset of the official one, so official tools can read the weights):
 
     {"model": state_dict, "ema": {"module": state_dict, "updates": n, ...},
      "optimizer": ..., "scaler": ..., "last_epoch": epoch,          # official keys
-     "epoch": epoch, "iteration": global_iter, "rng": {...},         # exact resume
+     "epoch": epoch, "iteration": global_iter,                       # exact resume
+     "rng": {...} (rank 0's), "rng_per_rank": [{...}, ...],
      "config": {...}, "label_map": {...}, "best": {...}, "history": [...], "format": "deim/1"}
 
 ``epoch`` is the last *finished* epoch; training resumes at ``epoch + 1``.

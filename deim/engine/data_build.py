@@ -19,15 +19,20 @@ from deim.data.pipeline import build_train_transforms, build_val_transforms
 
 @dataclass
 class DataPaths:
-    train_images: Path
-    train_ann: Path
+    """Image folders and annotation files; the training pair is ``None`` when evaluation needs none."""
+
+    train_images: Path | None
+    train_ann: Path | None
     val_images: Path
     val_ann: Path
     remap_mscoco: bool
 
 
-def data_paths(cfg: DataConfig) -> DataPaths:
-    """Where the images and annotations of ``cfg`` are; generates the built-in data when asked."""
+def data_paths(cfg: DataConfig, need_train: bool = True) -> DataPaths:
+    """Where the images and annotations of ``cfg`` are; generates the built-in data when asked.
+
+    With ``need_train=False`` (evaluation) a custom dataset needs only its two ``val_*`` paths.
+    """
     if cfg.dataset == "fashion":
         from deim.data.fashion import fashion_splits
 
@@ -39,11 +44,12 @@ def data_paths(cfg: DataConfig) -> DataPaths:
         root = Path(cfg.root)
         return DataPaths(root / "train2017", root / "annotations" / "instances_train2017.json",
                          root / "val2017", root / "annotations" / "instances_val2017.json", remap_mscoco=True)
-    missing = [k for k in ("train_images", "train_ann", "val_images", "val_ann") if not getattr(cfg, k)]
+    keys = ("train_images", "train_ann", "val_images", "val_ann") if need_train else ("val_images", "val_ann")
+    missing = [k for k in keys if not getattr(cfg, k)]
     if missing:
         raise ValueError(f"data.dataset=custom needs {', '.join('data.' + k for k in missing)}")
-    return DataPaths(Path(cfg.train_images), Path(cfg.train_ann), Path(cfg.val_images), Path(cfg.val_ann),
-                     remap_mscoco=False)
+    return DataPaths(*(Path(p) if p else None for p in (cfg.train_images, cfg.train_ann)),
+                     Path(cfg.val_images), Path(cfg.val_ann), remap_mscoco=False)
 
 
 @dataclass
@@ -75,14 +81,25 @@ def build_training_data(cfg: DataConfig, aug: AugSchedule, *, batch_size: int, s
     train = CocoDetection(paths.train_images, paths.train_ann, remap_mscoco=paths.remap_mscoco,
                           transforms=build_train_transforms(aug, cfg.image_size, seed=seed,
                                                             mosaic_cache=cfg.mosaic_cache))
-    val = CocoDetection(paths.val_images, paths.val_ann, label_map=train.label_map,
-                        transforms=build_val_transforms(cfg.image_size))
+    val, val_loader = build_eval_data(cfg, train.label_map, seed=seed, batch_size=val_batch_size)
     collator = BatchCollator(aug, epoch=train.epoch_counter, seed=seed)
     train_part = _subset(train, cfg.train_subset, seed)
-    val_part = _subset(val, cfg.val_subset, seed)
     train_loader = build_train_loader(train_part, collator, batch_size, num_workers=cfg.num_workers, seed=seed,
                                       persistent_workers=cfg.num_workers > 0)
     if isinstance(train_part, Subset):  # set_epoch must reach the dataset behind the subset
         train_part.set_epoch = train.set_epoch  # type: ignore[attr-defined]
-    val_loader = build_val_loader(val_part, val_batch_size or cfg.val_batch_size, num_workers=cfg.num_workers)
     return TrainingData(train, val, train_loader, val_loader, train.label_map)
+
+
+def build_eval_data(cfg: DataConfig, label_map: LabelMap | None = None, *, seed: int = 0,
+                    batch_size: int | None = None) -> tuple[CocoDetection, DetectionLoader]:
+    """The validation set of ``cfg`` (resized to ``cfg.image_size``) and its loader; no training
+    images are needed. ``label_map`` (e.g. from a checkpoint) fixes the labels; without it COCO
+    uses the standard 80-class map and other data the categories of the validation file."""
+    paths = data_paths(cfg, need_train=False)
+    remap = paths.remap_mscoco and label_map is None
+    val = CocoDetection(paths.val_images, paths.val_ann, label_map=label_map, remap_mscoco=remap,
+                        transforms=build_val_transforms(cfg.image_size))
+    loader = build_val_loader(_subset(val, cfg.val_subset, seed), batch_size or cfg.val_batch_size,
+                              num_workers=cfg.num_workers)
+    return val, loader

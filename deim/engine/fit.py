@@ -9,8 +9,8 @@ the LR, images/s, wall time and, when evaluated, the 12 COCO stats of the EMA mo
 Determinism: ``cfg.seed`` seeds Python, NumPy and torch (``seed + rank``), the sampler order
 (``(seed, epoch)``), every sample's augmentation (``(seed, epoch, index)``), the batch-level
 mixup / multi-scale draws and the DataLoader workers. The RNG states are stored in each
-checkpoint, so resuming from ``last.pth`` continues exactly: on CPU, E epochs straight and k
-epochs + resume for E − k give identical weights (``tests/test_resume.py``).
+checkpoint (every process's, under DDP), so resuming from ``last.pth`` continues exactly: on CPU,
+E epochs straight and k epochs + resume for E − k give identical weights (``tests/test_resume.py``).
 """
 from __future__ import annotations
 
@@ -29,14 +29,15 @@ from deim.engine.checkpointing import FORMAT, atomic_save, load_training_state
 from deim.engine.data_build import build_training_data
 from deim.engine.distributed import DistInfo, barrier, init_distributed
 from deim.engine.ema import ModelEMA, unwrap
+from deim.engine.inference import capped_top_k
 from deim.engine.lr_schedule import FlatCosineScheduler
 from deim.engine.param_groups import OptimizerConfig, build_optimizer
 from deim.engine.run_history import RunLog
 from deim.engine.schedules import TrainSchedule
 from deim.engine.seeding import rng_state, seed_everything, set_rng_state
-from deim.engine.train_loop import NonFiniteGuard, predict_loader, train_one_epoch
+from deim.engine.train_loop import NonFiniteGuard, evaluate_coco, train_one_epoch
 from deim.models.backbone_blocks import freeze_batch_norm
-from deim.models.build import build_criterion, build_model, build_postprocessor, resolve_preset
+from deim.models.build import build_criterion, build_model, build_postprocessor
 from deim.models.checkpoint import load_checkpoint
 
 
@@ -56,16 +57,6 @@ def _at_image_size(schedule: TrainSchedule, image_size: int) -> TrainSchedule:
     if schedule.aug.base_size == image_size:
         return schedule
     return dataclasses.replace(schedule, aug=dataclasses.replace(schedule.aug, base_size=image_size))
-
-
-def _fit_top_k(preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Cap the post-processor's top-k at the number of candidates (queries × classes) of a small
-    custom dataset, unless ``num_top_queries`` was set explicitly."""
-    if "num_top_queries" in overrides or "postprocessor.num_top_queries" in overrides:
-        return overrides
-    resolved = resolve_preset(preset, **overrides)
-    candidates = resolved.decoder.num_queries * resolved.num_classes
-    return {**overrides, "num_top_queries": min(resolved.postprocessor.num_top_queries, candidates)}
 
 
 class Trainer:
@@ -99,7 +90,7 @@ class Trainer:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model.to(self.device)
         self.criterion = build_criterion(cfg.preset, **{**overrides, **cfg.criterion}).to(self.device)
-        self.postprocessor = build_postprocessor(cfg.preset, **_fit_top_k(cfg.preset, overrides))
+        self.postprocessor = build_postprocessor(cfg.preset, **capped_top_k(cfg.preset, overrides))
         self.ddp = (nn.parallel.DistributedDataParallel(self.model, device_ids=None if self.device.type == "cpu"
                                                         else [self.device.index], find_unused_parameters=True)
                     if self.info.enabled else self.model)
@@ -131,13 +122,25 @@ class Trainer:
         return torch.float16, torch.amp.GradScaler("cuda")
 
     # ------------------------------------------------------------------ checkpoints
-    def state(self, epoch: int) -> dict[str, Any]:
+    def rng_states(self) -> list[dict[str, Any]]:
+        """Every process's RNG states (Python, NumPy, torch, CUDA, the train loader's generator),
+        indexed by rank. A collective under DDP: every process must call it."""
         rng = rng_state()
         rng["loader"] = self.data.train_loader.generator.get_state()
+        if not self.info.enabled:
+            return [rng]
+        gathered: list[Any] = [None] * self.info.world_size
+        dist.all_gather_object(gathered, rng)
+        return gathered
+
+    def state(self, epoch: int, rngs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The checkpoint after ``epoch`` (``rngs``: from :meth:`rng_states`, default this process's)."""
+        rngs = rngs if rngs is not None else self.rng_states()
         return {"model": unwrap(self.model).state_dict(), "ema": self.ema.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-                "last_epoch": epoch, "epoch": epoch, "iteration": self.iteration, "rng": rng,
+                "last_epoch": epoch, "epoch": epoch, "iteration": self.iteration,
+                "rng": rngs[0], "rng_per_rank": rngs,
                 "config": self.cfg.to_dict(), "label_map": self.label_map.to_dict(), "best": dict(self.best),
                 "history": list(self.history), "format": FORMAT}
 
@@ -154,7 +157,11 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.start_epoch, self.iteration = int(state["epoch"]) + 1, int(state["iteration"])
         self.history, self.best = list(state.get("history", [])), dict(state.get("best", {}))
-        rng = dict(state["rng"])
+        per_rank = state.get("rng_per_rank") or [state["rng"]]
+        if len(per_rank) != self.info.world_size and self.info.is_main:
+            print(f"[deim] note: {path} was written by {len(per_rank)} process(es), this run has "
+                  f"{self.info.world_size}: training continues, but not bit for bit")
+        rng = dict(per_rank[self.info.rank % len(per_rank)])
         self.data.train_loader.generator.set_state(rng.pop("loader").cpu())
         set_rng_state({k: (v.cpu() if torch.is_tensor(v) else v) for k, v in rng.items()})
         if self.info.is_main:
@@ -164,19 +171,9 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, model: nn.Module | None = None) -> dict[str, float]:
         """COCO stats (fractions) of ``model`` (default: the EMA model) on the validation set."""
-        from deim.data.evaluator import CocoEvaluator
-
         model = model if model is not None else self.ema.module
-        with torch.random.fork_rng(devices=[]):  # evaluating (how often, or not) never changes training
-            results = predict_loader(model, self.postprocessor, self.data.val_loader, self.device,
-                                     progress=self.progress)
-        if self.info.enabled:
-            gathered: list[Any] = [None] * self.info.world_size
-            dist.all_gather_object(gathered, results)
-            results = {k: v for part in gathered for k, v in part.items()}
-        evaluator = CocoEvaluator(self.data.val.ann_file, self.label_map)
-        evaluator.update(results)
-        return dict(evaluator.summarize())
+        return evaluate_coco(model, self.postprocessor, self.data.val_loader, self.data.val.ann_file,
+                             self.label_map, self.device, progress=self.progress)
 
     # ------------------------------------------------------------------ training
     def fit(self, max_epochs: int | None = None) -> list[dict[str, Any]]:
@@ -203,10 +200,11 @@ class Trainer:
             improved = "AP" in row and row["AP"] > self.best.get("AP", -1.0)
             if improved:
                 self.best = {"epoch": epoch, "AP": row["AP"]}
-            if self.info.is_main:
-                log.write(row)
-                if (epoch + 1) % self.cfg.checkpoint_every == 0 or epoch == epochs - 1:
-                    state = self.state(epoch)
+            log.write(row)
+            if (epoch + 1) % self.cfg.checkpoint_every == 0 or epoch == epochs - 1:
+                rngs = self.rng_states()  # every process takes part, the main one writes
+                if self.info.is_main:
+                    state = self.state(epoch, rngs)
                     atomic_save(state, self.output_dir / "last.pth")
                     if improved:
                         atomic_save(state, self.output_dir / "best.pth")

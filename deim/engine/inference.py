@@ -1,5 +1,6 @@
 """Inference from a checkpoint: load a model for it, predict on images, draw the detections.
 
+``read_checkpoint(path)`` reads any checkpoint file with one clear error when it cannot;
 ``load_for_inference(path)`` rebuilds the model of one of our training checkpoints from the
 config and label map it holds; for an official checkpoint give the ``preset`` (COCO's 80
 classes are assumed unless ``num_classes`` is given).
@@ -10,6 +11,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image, ImageDraw
@@ -17,7 +19,7 @@ from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from deim.data.labels import LabelMap
-from deim.models.build import build_model, build_postprocessor
+from deim.models.build import build_model, build_postprocessor, resolve_preset
 from deim.models.checkpoint import load_checkpoint
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -32,22 +34,48 @@ class InferenceModel:
     preset: str
 
 
-def load_for_inference(path: str | Path, preset: str | None = None, image_size: int | None = None,
-                       num_classes: int | None = None, device: str | torch.device = "cpu") -> InferenceModel:
-    """The (EMA) model of checkpoint ``path`` in eval mode, its post-processor and label map."""
+def read_checkpoint(path: str | Path) -> dict:
+    """The content of checkpoint ``path`` on the CPU; one clear error if it is missing or unreadable."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    config = state.get("config") if isinstance(state, dict) else None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # not a torch file, or truncated
+        raise ValueError(f"cannot read checkpoint {path}: {exc}") from exc
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds a {type(state).__name__}, not a checkpoint dictionary")
+    return state
+
+
+def capped_top_k(preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` with the post-processor's top-k capped at the number of candidates
+    (queries × classes), which a small dataset can bring below the preset's 300, unless
+    ``num_top_queries`` is set explicitly."""
+    if "num_top_queries" in overrides or "postprocessor.num_top_queries" in overrides:
+        return overrides
+    resolved = resolve_preset(preset, **overrides)
+    candidates = resolved.decoder.num_queries * resolved.num_classes
+    return {**overrides, "num_top_queries": min(resolved.postprocessor.num_top_queries, candidates)}
+
+
+def load_for_inference(checkpoint: str | Path | dict, preset: str | None = None, image_size: int | None = None,
+                       num_classes: int | None = None, device: str | torch.device = "cpu",
+                       model_overrides: dict | None = None) -> InferenceModel:
+    """The (EMA) model of ``checkpoint`` (a path, or what :func:`read_checkpoint` returned) in eval
+    mode, its post-processor and label map. ``model_overrides`` go to the model builder on top of
+    the checkpoint's own ``config["model"]``."""
+    state = checkpoint if isinstance(checkpoint, dict) else read_checkpoint(checkpoint)
+    config = state.get("config")
     overrides: dict = {}
     if config is not None:
         preset = preset or config["preset"]
         overrides.update(config.get("model", {}))
         image_size = image_size or int(config["data"]["image_size"])
+    overrides.update(model_overrides or {})
     if preset is None:
-        raise ValueError(f"{path} holds no training config: give the model preset (--preset deim_dfine_s ...)")
-    if isinstance(state, dict) and "label_map" in state:
+        raise ValueError("the checkpoint holds no training config: give the model preset (--preset deim_dfine_s ...)")
+    if "label_map" in state:
         label_map = LabelMap.from_dict(state["label_map"])
     elif num_classes in (None, 80):
         label_map = LabelMap.coco()
@@ -57,8 +85,7 @@ def load_for_inference(path: str | Path, preset: str | None = None, image_size: 
     overrides.update(num_classes=label_map.num_classes, eval_spatial_size=image_size)
     model = build_model(preset, **overrides)
     load_checkpoint(model, state, strict=True)
-    candidates = model.decoder.num_queries * label_map.num_classes if hasattr(model.decoder, "num_queries") else 300
-    post = build_postprocessor(preset, **overrides, num_top_queries=min(300, candidates))
+    post = build_postprocessor(preset, **capped_top_k(preset, overrides))
     return InferenceModel(model.to(device).eval(), post, label_map, image_size, preset)
 
 

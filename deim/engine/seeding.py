@@ -2,8 +2,8 @@
 
 ``seed_everything(seed, rank)`` seeds the main process with ``seed + rank`` (as the official
 code); each DataLoader worker gets ``torch.initial_seed()`` derived from the loader's generator,
-and :func:`worker_init_fn` propagates it to ``random`` and NumPy (the official code has none, so
-its workers' NumPy/random streams repeat across workers). CUDA kernels such as ``grid_sample``'s
+and ``deim.data.loaders.seed_worker`` propagates it to ``random`` and NumPy (the official code has
+none, so its workers' NumPy/random streams repeat across workers). CUDA kernels such as ``grid_sample``'s
 backward are not deterministic, so GPU runs are reproducible in distribution, not bitwise.
 """
 from __future__ import annotations
@@ -23,13 +23,6 @@ def seed_everything(seed: int, rank: int = 0) -> torch.Generator:
     g = torch.Generator()
     g.manual_seed(s)
     return g
-
-
-def worker_init_fn(worker_id: int) -> None:
-    """Seed ``random`` and NumPy in a DataLoader worker from its torch seed."""
-    s = torch.initial_seed() % 2**32
-    random.seed(s)
-    np.random.seed(s)
 
 
 def rng_state() -> dict:

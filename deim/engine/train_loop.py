@@ -1,4 +1,4 @@
-"""One training epoch and one evaluation pass.
+"""One training epoch, one prediction pass and its COCO evaluation.
 
 ``train_one_epoch`` runs forward (under autocast when AMP is on), the criterion in fp32, the
 backward with gradient clipping, the optimizer and EMA updates and the per-iteration LR. A
@@ -12,10 +12,12 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from deim.data.labels import LabelMap
 from deim.engine.distributed import all_reduce_mean, dist_info
 from deim.engine.ema import ModelEMA
 from deim.engine.lr_schedule import FlatCosineScheduler
@@ -171,3 +173,23 @@ def predict_loader(model: nn.Module, postprocessor: nn.Module, loader: Iterable,
         for t, r in zip(targets, postprocessor(outputs, sizes)):
             results[int(t["image_id"])] = {k: v.detach().cpu() for k, v in r.items()}
     return results
+
+
+def evaluate_coco(model: nn.Module, postprocessor: nn.Module, loader: Iterable, ann_file: str | Path,
+                  label_map: LabelMap, device: torch.device, progress: bool = True) -> dict[str, float]:
+    """The 12 COCO stats (fractions: ``AP``, ``AP50`` ... ``ARl``) of ``model`` on ``loader``.
+
+    Under DDP every process predicts its share and the results are gathered before scoring.
+    Torch's RNG is forked, so evaluating (how often, or not at all) never changes training.
+    """
+    from deim.data.evaluator import CocoEvaluator
+
+    with torch.random.fork_rng(devices=[]):
+        results = predict_loader(model, postprocessor, loader, device, progress=progress)
+    if dist_info().enabled:
+        gathered: list[dict] = [{} for _ in range(dist_info().world_size)]
+        torch.distributed.all_gather_object(gathered, results)
+        results = {k: v for part in gathered for k, v in part.items()}
+    evaluator = CocoEvaluator(ann_file, label_map)
+    evaluator.update(results)
+    return dict(evaluator.summarize())
