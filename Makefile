@@ -1,10 +1,11 @@
 # The two commands of the README:
-#   make reproduce [SCALE=smoke|reduced|full] [ONLY="01 02"]   regenerate figures and tables
+#   make reproduce [SCALE=smoke|reduced|full] [ONLY="01 02"] [JOBS=2]   regenerate figures and tables
 #   make test                                                   run the test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SCALE ?= reduced
 ONLY ?=
+JOBS ?=
 
 .PHONY: setup reproduce test notebooks-sync
 
@@ -12,7 +13,7 @@ setup:
 	@VENV=$(VENV) bash scripts/setup.sh
 
 reproduce: setup
-	$(PY) -m deim reproduce --scale $(SCALE) $(if $(ONLY),--only $(ONLY),)
+	$(PY) -m deim reproduce --scale $(SCALE) $(if $(ONLY),--only $(ONLY),) $(if $(JOBS),--jobs $(JOBS),)
 
 # pytest exits with 5 when it collects no test; that is not a failure of the suite.
 test: setup

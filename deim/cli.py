@@ -21,7 +21,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from deim.report.runner import reproduce
 
     runs = reproduce(args.scale, only=args.only, notebooks_dir=args.notebooks_dir, figures_dir=args.figures_dir,
-                     output_dir=args.output_dir)
+                     output_dir=args.output_dir, jobs=args.jobs if args.jobs is not None else
+                     (1 if args.scale == "full" else 2))
     failed = [r.name for r in runs if not r.ok]
     total = sum(r.seconds for r in runs)
     print(f"{len(runs) - len(failed)} of {len(runs)} notebooks ran in {total:.0f}s"
@@ -74,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--figures-dir", default=None, help="where to write outputs (default: figures/<scale>)")
     rep.add_argument("--output-dir", default=None,
                      help="where to keep executed notebooks (default: outputs/notebooks/<scale>)")
+    rep.add_argument("--jobs", type=int, default=None,
+                     help="train the experiment runs this many at a time, one thread each, before the notebooks "
+                          "(default: 2 at smoke/reduced, 1 = inside the notebooks at full)")
     rep.set_defaults(func=_cmd_reproduce)
 
     sch = sub.add_parser("schedule", help="print a preset's training schedule as YAML")

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from deim.data.aug_schedule import AugSchedule
+from deim.engine.backbone_pretrain import BackbonePretrain
 from deim.engine.schedules import TrainSchedule, get_schedule
 
 
@@ -65,6 +66,7 @@ class TrainConfig:
     max_nonfinite: int = 5
     resume: str | None = None
     finetune: str | None = None
+    backbone_pretrain: BackbonePretrain | None = None
 
     def __post_init__(self) -> None:
         _check_at_least(1, eval_every=self.eval_every, checkpoint_every=self.checkpoint_every,
@@ -96,6 +98,8 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         d = dict(d)
         d["data"] = DataConfig(**d.get("data", {}))
+        if d.get("backbone_pretrain") is not None:
+            d["backbone_pretrain"] = BackbonePretrain(**d["backbone_pretrain"])
         if d.get("schedule") is not None:
             s = dict(d["schedule"])
             a = dict(s.pop("aug"))

@@ -4,8 +4,9 @@ from __future__ import annotations
 import pytest
 
 from deim.experiments.protocol import PROTOCOLS, get_protocol
-from deim.experiments.runs import RunSpec
-from deim.experiments.settings import dense_o2o_mal_ablation, gamma_sweep, mosaic_mixup_grid
+from deim.experiments.parallel import train_missing
+from deim.experiments.runs import RunCache, RunSpec
+from deim.experiments.settings import dense_o2o_mal_ablation, gamma_sweep, mosaic_mixup_grid, reproduction_runs
 
 
 def test_equal_settings_share_a_key_and_any_change_makes_a_new_one():
@@ -47,3 +48,28 @@ def test_notebooks_share_runs_where_the_setting_is_the_same():
     assert keys(ablation["DEIM (Dense O2O + MAL), 1x"]) == keys(gammas["γ=1.5"])
     assert all(len(v) >= 3 for v in (*ablation.values(), *grid.values(), *gammas.values()))
     assert {1.0, 1.5, 2.0} <= set(PROTOCOLS["reduced"].gammas)
+
+
+def test_reproduction_runs_lists_each_shared_run_once():
+    runs = reproduction_runs("reduced")
+    keys = [s.key() for s in runs]
+    assert len(keys) == len(set(keys))
+    p = get_protocol("reduced")
+    settings = len(p.gammas) + len(p.mix_grid) ** 2 + 2  # + the 2x baseline and "+ MAL" without Dense O2O
+    assert len(runs) == settings * len(p.seeds)
+    assert sum(s.epoch_factor for s in runs) == (settings + 1) * len(p.seeds)
+
+
+def test_parallel_workers_fill_the_cache_and_report_a_failing_run(tmp_path):
+    cache = RunCache(tmp_path / "runs")
+    specs = [RunSpec("smoke", seed=0), RunSpec("smoke", loss="vfl", gamma=2.0, seed=0)]
+    assert sorted(train_missing(specs, jobs=2, cache=cache, progress=False)) == sorted(s.key() for s in specs)
+    for spec in specs:
+        result = cache.load(spec)
+        assert result is not None and result.key == spec.key() and len(result.history) == spec.protocol.epochs
+        assert (cache.folder(spec) / "worker.log").is_file()
+    assert train_missing(specs, jobs=2, cache=cache, progress=False) == []  # everything cached now
+    missing = RunSpec("full", data_root=str(tmp_path / "no-coco"))
+    with pytest.raises(RuntimeError, match="failed with exit code"):
+        train_missing([missing], jobs=2, cache=cache, progress=False)
+    assert cache.load(missing) is None

@@ -25,6 +25,7 @@ from torch import nn
 
 from deim.config import TrainConfig
 from deim.data.labels import LabelMap
+from deim.engine.backbone_pretrain import pretrained_backbone
 from deim.engine.checkpointing import FORMAT, atomic_save, load_training_state
 from deim.engine.data_build import build_training_data
 from deim.engine.distributed import DistInfo, barrier, init_distributed
@@ -78,6 +79,9 @@ class Trainer:
         overrides = dict(cfg.model, num_classes=self.label_map.num_classes)
         torch.manual_seed(cfg.seed)  # the same initial weights in every process
         model = build_model(cfg.preset, **overrides)
+        if cfg.backbone_pretrain is not None:
+            path = pretrained_backbone(cfg.preset, cfg.model, cfg.backbone_pretrain, progress=progress)
+            model.backbone.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         if cfg.finetune:
             report = load_checkpoint(model, cfg.finetune, num_classes_changed_ok=True)
             if self.info.is_main:
@@ -191,7 +195,8 @@ class Trainer:
             row: dict[str, Any] = {"epoch": epoch, "stage": self.schedule.aug.stage(epoch), "lr": stats.lr,
                                    "train_seconds": round(stats.seconds, 3),
                                    "images_per_s": round(stats.images_per_s, 2),
-                                   "skipped_steps": stats.skipped_steps, **stats.losses}
+                                   "skipped_steps": stats.skipped_steps,
+                                   "positives_per_image": stats.positives_per_image, **stats.losses}
             if (epoch + 1) % self.cfg.eval_every == 0 or epoch == epochs - 1:
                 t0 = time.perf_counter()
                 row.update(self.evaluate())

@@ -62,6 +62,7 @@ class EpochStats:
     lr: float
     skipped_steps: int
     iterations: int
+    positives_per_image: float | None = None
 
 
 def _to_device(targets: list[dict], device: torch.device) -> list[dict]:
@@ -84,7 +85,7 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, loader: Iterable, op
     criterion.train()
     guard = guard or NonFiniteGuard()
     sums: dict[str, float] = defaultdict(float)
-    n_images, n_iters, t0 = 0, 0, time.perf_counter()
+    n_images, n_iters, n_positives, t0 = 0, 0, 0, time.perf_counter()
     total = len(loader) if hasattr(loader, "__len__") else None
     if max_iters is not None:
         total = min(total or max_iters, max_iters)
@@ -126,6 +127,7 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, loader: Iterable, op
             sums[k] += v
         n_iters += 1
         n_images += images.shape[0]
+        n_positives += getattr(criterion, "last_positives", 0)
         if on_step is not None:
             on_step(it, values)
         if hasattr(bar, "set_postfix"):
@@ -134,8 +136,10 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, loader: Iterable, op
                             img_s=f"{rate:.1f}")
     seconds = time.perf_counter() - t0
     means = all_reduce_mean({k: v / max(n_iters, 1) for k, v in sums.items()}, device)
+    positives = all_reduce_mean({"p": n_positives / max(n_images, 1)}, device)["p"]
     return EpochStats(losses=means, seconds=seconds, images_per_s=n_images / max(seconds, 1e-9),
-                      lr=optimizer.param_groups[-1]["lr"], skipped_steps=guard.skipped, iterations=n_iters)
+                      lr=optimizer.param_groups[-1]["lr"], skipped_steps=guard.skipped, iterations=n_iters,
+                      positives_per_image=positives if hasattr(criterion, "last_positives") else None)
 
 
 def _float32(outputs):

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from deim.engine.backbone_pretrain import BackbonePretrain
+
 
 @dataclass(frozen=True)
 class Protocol:
@@ -36,6 +38,8 @@ class Protocol:
         eval_every: evaluate the EMA model every this many epochs (and at the end).
         train_subset / val_subset: fixed random subsets of the splits (``None`` = all).
         gammas / mix_grid: the γ values of Table 5 and the probabilities of Table 4's grid.
+        backbone_pretrain: classification pre-training of the backbone on Fashion-MNIST before every run
+            (stands in for the paper's ImageNet initialisation; ``None`` = from scratch).
     """
 
     scale: str
@@ -58,6 +62,7 @@ class Protocol:
     val_subset: int | None = None
     gammas: tuple[float, ...] = (1.0, 1.25, 1.5, 2.0)
     mix_grid: tuple[float, ...] = (0.0, 0.5)
+    backbone_pretrain: BackbonePretrain | None = None
 
 
 _NARROW_DFINE = {"num_queries": 40, "num_denoising": 20, "decoder.num_layers": 2}
@@ -67,10 +72,12 @@ PROTOCOLS: dict[str, Protocol] = {
                                                                   "num_queries": 12, "num_denoising": 6},
                       lr=4e-4, backbone_lr=2e-4, warmup_iter=2, ema_warmups=4, fashion_scale="smoke",
                       image_size=96, batch_size=8, epochs=2, seeds=(0,), num_workers=0, train_subset=16,
-                      val_subset=8, gammas=(1.0, 1.5)),
-    "reduced": Protocol(scale="reduced", preset="deim_dfine_n", model={**_NARROW_DFINE, "eval_spatial_size": 160},
-                        lr=4e-4, backbone_lr=2e-4, warmup_iter=60, ema_warmups=100, image_size=160, batch_size=16,
-                        epochs=6, seeds=(0, 1, 2), num_workers=1, train_subset=500, val_subset=200),
+                      val_subset=8, gammas=(1.0, 1.5),
+                      backbone_pretrain=BackbonePretrain(image_size=32, min_item=16, iterations=4, batch_size=16)),
+    "reduced": Protocol(scale="reduced", preset="deim_dfine_n", model={**_NARROW_DFINE, "eval_spatial_size": 128},
+                        lr=4e-4, backbone_lr=2e-4, warmup_iter=60, ema_warmups=100, image_size=128, batch_size=8,
+                        epochs=6, seeds=(0, 1, 2), num_workers=1, train_subset=500, val_subset=200,
+                        backbone_pretrain=BackbonePretrain(image_size=64, min_item=20, iterations=300, batch_size=128)),
     "full": Protocol(scale="full", preset="deim_rtdetrv2_r50", schedule_preset="deim_rtdetrv2_r50", dataset="coco",
                      image_size=640, batch_size=16, epochs=36, seeds=(0,), num_workers=4, eval_every=1),
 }

@@ -105,7 +105,8 @@ class RunSpec:
             data = DataConfig(dataset="fashion", fashion_scale=p.fashion_scale, image_size=p.image_size,
                               num_workers=p.num_workers, train_subset=p.train_subset, val_subset=p.val_subset)
         return TrainConfig(preset=p.preset, model=dict(p.model), criterion=self.criterion_overrides(), data=data,
-                           schedule=schedule, seed=self.seed, eval_every=p.eval_every, output_dir=str(output_dir))
+                           schedule=schedule, seed=self.seed, eval_every=p.eval_every, output_dir=str(output_dir),
+                           backbone_pretrain=p.backbone_pretrain)
 
     def key(self) -> str:
         """SHA-1 (12 hex digits) of the resolved config: equal settings share a run."""

@@ -36,3 +36,11 @@ def dense_o2o_mal_ablation(scale: str, data_root: str | None = None) -> dict[str
         "+ MAL, 1x": _seeds(scale, data_root, loss="mal", gamma=1.5, **off),
         "DEIM (Dense O2O + MAL), 1x": _seeds(scale, data_root, loss="mal", gamma=1.5),
     }
+
+
+def reproduction_runs(scale: str, data_root: str | None = None) -> list[RunSpec]:
+    """Every run the reproduction notebooks (00, 05-09, 11) ask for, each once."""
+    from deim.experiments.parallel import unique_specs
+
+    return unique_specs([dense_o2o_mal_ablation(scale, data_root), gamma_sweep(scale, data_root),
+                         mosaic_mixup_grid(scale, data_root)])

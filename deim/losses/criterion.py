@@ -162,6 +162,7 @@ class DEIMCriterion(nn.Module):
         self.reg_max = reg_max
         self.mal_alpha = mal_alpha
         self.use_uni_set = use_uni_set
+        self.last_positives = 0  # one-to-one matches of the final layer in the last batch (logged per epoch)
 
     def forward(self, outputs: dict, targets: list[dict]) -> dict[str, Tensor]:
         """All weighted loss terms, e.g. ``loss_mal``, ``loss_bbox_aux_0``, ``loss_giou_enc_0``,
@@ -184,6 +185,7 @@ class DEIMCriterion(nn.Module):
             enc_targets = [{**t, "labels": torch.zeros_like(t["labels"])} for t in targets]
             enc_classes = 1
         main_idx = self.matcher(outputs, targets)
+        self.last_positives = sum(len(q) for q, _ in main_idx)
         layer_idx = [self.matcher(out, targets) for out, _ in layers]
         enc_idx = [self.matcher(out, enc_targets) for out, _ in encoder]
 

@@ -15,6 +15,9 @@ from pathlib import Path
 from deim.report.writer import SCALES, default_figures_dir
 
 
+RUN_NOTEBOOKS = ("00", "05", "06", "07", "08", "09", "11")  # the notebooks that read experiment runs
+
+
 @dataclass
 class NotebookRun:
     name: str
@@ -71,11 +74,23 @@ def run_notebook(path: Path, scale: str, figures_dir: Path, output_dir: Path, cw
 
 def reproduce(scale: str, only: list[str] | None = None, notebooks_dir: str | Path = "notebooks",
               figures_dir: str | Path | None = None, output_dir: str | Path | None = None,
-              params: dict | None = None, progress: bool = True) -> list[NotebookRun]:
-    """Execute every notebook (or ``only`` some) at ``scale``; write ``INDEX.md`` in the figures dir."""
+              params: dict | None = None, progress: bool = True, jobs: int = 1) -> list[NotebookRun]:
+    """Execute every notebook (or ``only`` some) at ``scale``; write ``INDEX.md`` in the figures dir.
+
+    ``jobs > 1`` first trains the experiment runs the selected notebooks need, that many at a time
+    (:func:`deim.experiments.parallel.train_missing`); the notebooks then read them from the run cache.
+    """
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
     paths = discover(notebooks_dir, only)
+    if jobs > 1 and any(p.stem[:2] in RUN_NOTEBOOKS for p in paths):
+        from deim.experiments.parallel import train_missing
+        from deim.experiments.settings import reproduction_runs
+
+        t0 = time.perf_counter()
+        train_missing(reproduction_runs(scale, (params or {}).get("data_root")), jobs=jobs, progress=progress)
+        if progress:
+            print(f"[deim] experiment runs ready in {time.perf_counter() - t0:.0f}s", flush=True)
     cwd = Path(notebooks_dir).resolve().parent
     figures = Path(figures_dir) if figures_dir else cwd / default_figures_dir(scale)
     figures.mkdir(parents=True, exist_ok=True)
