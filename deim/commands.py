@@ -55,6 +55,10 @@ def _config(args: argparse.Namespace):
     cfg.data, cfg.device, cfg.amp, cfg.seed = data, args.device, args.amp, args.seed
     cfg.output_dir, cfg.resume, cfg.finetune = args.output_dir, args.resume, args.finetune
     cfg.eval_every = args.eval_every
+    if args.pretrain_backbone:
+        from deim.engine.backbone_pretrain import BackbonePretrain
+
+        cfg.backbone_pretrain = BackbonePretrain(iterations=args.pretrain_backbone)
     return apply_overrides(cfg, args.set or [])
 
 
@@ -119,7 +123,7 @@ def _with_training_defaults(args: argparse.Namespace, preset: str) -> argparse.N
     """The ``eval`` arguments completed with neutral training values, so that :func:`_config`
     builds the data config exactly as ``train`` would."""
     return argparse.Namespace(**{**vars(args), "preset": preset, "epochs": None, "batch_size": None, "amp": False,
-                                 "resume": None, "finetune": None, "eval_every": 1, "set": [],
+                                 "resume": None, "finetune": None, "eval_every": 1, "set": [], "pretrain_backbone": None,
                                  "output_dir": "outputs/train", "data": args.data or "fashion"})
 
 
@@ -157,6 +161,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--batch-size", type=int, help="total batch size (linear LR scaling applied)")
     tr.add_argument("--resume", help="continue a run from its last.pth")
     tr.add_argument("--finetune", help="start from these weights (ours or official; class heads re-initialised)")
+    tr.add_argument("--pretrain-backbone", type=int, metavar="STEPS",
+                    help="first pre-train the backbone to classify Fashion-MNIST items for STEPS steps (cached in "
+                         "~/.cache/deim/pretrained; the reduced protocol's stand-in for ImageNet uses 300)")
     tr.add_argument("--output-dir", default="outputs/train",
                     help="where last.pth, best.pth, log.jsonl/csv and config.yaml go (default outputs/train)")
     tr.add_argument("--device", default="auto", help="auto, cpu or cuda")

@@ -53,7 +53,7 @@ if scale == "full":
     IMAGE_SIZE, MAX_IMAGES, NUM_QUERIES = 640, None, 300
 else:
     img_folder, ann_file = fashion_splits("smoke" if scale == "smoke" else "reduced")["train"]
-    IMAGE_SIZE, MAX_IMAGES, NUM_QUERIES = 320, (64 if scale == "smoke" else 2000), 300
+    IMAGE_SIZE, MAX_IMAGES, NUM_QUERIES = 320, (64 if scale == "smoke" else 1000), 300
 
 # one epoch inside each stage: the DEIM Dense O2O stage vs the standard (baseline) augmentation
 dense = AugSchedule(policy_epochs=(0, 1, 2), mixup_epochs=(0, 1), mosaic_prob=0.5, mixup_prob=0.5,

@@ -134,3 +134,13 @@ def test_argument_errors_are_one_line_with_exit_code_2(argv, message, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0] and "--help" in err[0]
+
+
+def test_train_can_start_from_a_fashion_mnist_pretrained_backbone(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DEIM_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--epochs", "1", "--pretrain-backbone", "2", "--output-dir", str(out)]) == 0
+    config = (out / "config.yaml").read_text()
+    assert "backbone_pretrain:" in config and "iterations: 2" in config
+    cached = list((tmp_path / "cache" / "pretrained").glob("*.pth"))
+    assert len(cached) == 1 and cached[0].with_suffix(".json").is_file()

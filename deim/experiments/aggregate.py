@@ -10,6 +10,8 @@ import pandas as pd
 from deim.experiments.runs import RunCache, RunResult, RunSpec
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+VERDICT_NOTE = ("'AP vs X': difference of the mean final AP to setting X and the p-value of a paired t-test over "
+                "the seeds (same seed = same initialisation and data order); 'higher'/'lower' when p < 0.05.")
 
 
 def run_settings(settings: dict[str, Sequence[RunSpec]], cache: RunCache | None = None,
@@ -42,9 +44,11 @@ def epoch_seconds(result: RunResult) -> float:
 
 
 def summary_table(results: dict[str, list[RunResult]], metrics: Iterable[str] = ("AP", "AP50", "AP75"),
-                  paper: dict[str, str] | None = None) -> pd.DataFrame:
+                  paper: dict[str, str] | None = None, reference: str | Sequence[str] = ()) -> pd.DataFrame:
     """One row per setting: each metric as ``mean ± std`` over seeds (percent), seeds, and the
-    paper's statement for that row when ``paper`` gives one."""
+    paper's statement for that row when ``paper`` gives one. Each ``reference`` (a setting's name) adds
+    a column with each row's AP difference to it and whether it exceeds the seeds' spread."""
+    references = [reference] if isinstance(reference, str) else list(reference)
     rows = []
     for name, runs in results.items():
         row: dict[str, object] = {"setting": name, "seeds": len(runs)}
@@ -53,21 +57,24 @@ def summary_table(results: dict[str, list[RunResult]], metrics: Iterable[str] = 
             spread = values.std(ddof=1) if len(values) > 1 else float("nan")
             row[m] = f"{values.mean():.1f} ± {spread:.1f}" if len(values) > 1 else f"{values.mean():.1f}"
             row[f"{m}_mean"] = round(float(values.mean()), 2)
+        for ref in references:
+            diff, p, word = difference(runs, results[ref])
+            row[f"AP vs {ref}"] = "—" if name == ref else f"{diff:+.2f} ({word}, p={p:.2f})"
         if paper is not None:
             row["paper"] = paper.get(name, "")
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def mean_curve(runs: Sequence[RunResult], metric: str = "AP",
-               x: str = "epoch") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(x, mean, std)`` of ``metric`` (percent) over seeds; ``x`` is ``epoch`` or ``hours``
-    (cumulative training wall time, evaluation excluded)."""
+def mean_curve(runs: Sequence[RunResult], metric: str = "AP", x: str = "epoch",
+               percent: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(x, mean, std)`` of ``metric`` over seeds (in percent when ``percent``, for the COCO stats);
+    ``x`` is ``epoch`` or ``hours`` (cumulative training wall time, evaluation excluded)."""
     curves = []
     xs = None
     for run in runs:
         rows = [r for r in run.history if r.get(metric) is not None]
-        values = np.array([100.0 * r[metric] for r in rows])
+        values = np.array([(100.0 if percent else 1.0) * r[metric] for r in rows])
         if x == "epoch":
             pos = np.array([r["epoch"] + 1 for r in rows], dtype=float)
         else:
@@ -81,16 +88,16 @@ def mean_curve(runs: Sequence[RunResult], metric: str = "AP",
 
 
 def plot_curves(results: dict[str, list[RunResult]], metric: str = "AP", x: str = "epoch",
-                ax: plt.Axes | None = None, title: str = "") -> plt.Axes:
-    """Mean learning curve per setting with a ±1 std band over seeds."""
+                ax: plt.Axes | None = None, title: str = "", percent: bool = True) -> plt.Axes:
+    """Mean curve of ``metric`` per setting with a ±1 std band over seeds (``percent``: see :func:`mean_curve`)."""
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 4))
     for name, runs in results.items():
-        xs, mean, std = mean_curve(runs, metric, x)
+        xs, mean, std = mean_curve(runs, metric, x, percent)
         ax.plot(xs, mean, marker="o", ms=3, label=f"{name} (n={len(runs)})")
         ax.fill_between(xs, mean - std, mean + std, alpha=0.2)
     ax.set_xlabel("epoch" if x == "epoch" else "training wall time (hours)")
-    ax.set_ylabel(f"{metric} (%)")
+    ax.set_ylabel(f"{metric} (%)" if percent else metric.replace("_", " "))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     if title:
@@ -130,18 +137,42 @@ def time_to_reach(runs: Sequence[RunResult], target: float, metric: str = "AP") 
     return float(np.mean(hours))
 
 
+def difference(a: Sequence[RunResult], b: Sequence[RunResult], metric: str = "AP",
+               level: float = 0.05) -> tuple[float, float, str]:
+    """``(mean(a) - mean(b), p-value, word)`` of the final ``metric`` (percent).
+
+    Runs with the same seed share their initialisation, data order and augmentation draws, so
+    when ``a`` and ``b`` hold the same seeds the test is a paired t-test over seeds (the seed's
+    own effect cancels); otherwise Welch's t-test. ``word`` is ``higher`` / ``lower`` when
+    ``p < level``, else ``no clear difference``; ``one seed`` (and p = NaN) when either side has
+    a single run. With three seeds only large, consistent differences reach ``p < 0.05``.
+    """
+    from scipy import stats
+
+    by_seed_a = {r.spec.get("seed"): final_metric(r, metric) for r in a}
+    by_seed_b = {r.spec.get("seed"): final_metric(r, metric) for r in b}
+    va, vb = np.array(list(by_seed_a.values())), np.array(list(by_seed_b.values()))
+    diff = float(va.mean() - vb.mean())
+    if min(len(va), len(vb)) < 2:
+        return diff, float("nan"), "one seed"
+    if set(by_seed_a) == set(by_seed_b) and len(by_seed_a) == len(a) == len(b):
+        seeds = sorted(by_seed_a)
+        p = float(stats.ttest_rel([by_seed_a[k] for k in seeds], [by_seed_b[k] for k in seeds]).pvalue)
+    else:
+        p = float(stats.ttest_ind(va, vb, equal_var=False).pvalue)
+    if np.isnan(p):  # identical constant differences: no spread to test against
+        p = 0.0 if diff != 0 else 1.0
+    return diff, p, ("higher" if diff > 0 else "lower") if p < level else "no clear difference"
+
+
 def compare(a: Sequence[RunResult], b: Sequence[RunResult], metric: str = "AP") -> str:
     """Plain-words verdict on "does ``a`` reach ``b``?" from final ``metric`` over seeds."""
-    va = np.array([final_metric(r, metric) for r in a])
-    vb = np.array([final_metric(r, metric) for r in b])
-    diff = va.mean() - vb.mean()
-    head = f"{va.mean():.2f} vs {vb.mean():.2f} {metric} (difference {diff:+.2f}"
-    if min(len(va), len(vb)) < 2:
+    diff, p, word = difference(a, b, metric)
+    ma = np.mean([final_metric(r, metric) for r in a])
+    mb = np.mean([final_metric(r, metric) for r in b])
+    head = f"{ma:.2f} vs {mb:.2f} {metric} (difference {diff:+.2f}"
+    if word == "one seed":
         return head + "): one seed only, no verdict"
-    spread = max(va.std(ddof=1), vb.std(ddof=1))
-    head += f", larger seed std {spread:.2f})"
-    if diff >= spread:
-        return head + ": yes, above the spread"
-    if diff >= -spread:
-        return head + ": a tie within the seeds' spread"
-    return head + ": no, below the spread"
+    head += f", p = {p:.3f})"
+    return head + {"higher": ": yes, significantly higher", "no clear difference":
+                   ": no clear difference at these seeds", "lower": ": no, significantly lower"}[word]

@@ -47,10 +47,18 @@ def _launch(spec: RunSpec, cache: RunCache, threads: int) -> tuple[subprocess.Po
     return proc, log
 
 
-def _pretrain_first(specs: list[RunSpec], progress: bool) -> None:
-    """Build the backbone pre-trainings the runs share here, once, before the workers start."""
+def _prepare_shared_inputs(specs: list[RunSpec], progress: bool) -> None:
+    """Build what the runs share (the built-in data, the backbone pre-trainings) here, once, before
+    the workers start; otherwise each worker would build its own copy at the same time."""
     from deim.engine.backbone_pretrain import pretrained_backbone
+    from deim.engine.data_build import data_paths
 
+    built: set[str] = set()
+    for spec in specs:
+        data = spec.train_config().data
+        if data.dataset == "fashion" and data.fashion_scale not in built:
+            data_paths(data)
+            built.add(data.fashion_scale)
     for preset, model, recipe in {(s.protocol.preset, json.dumps(s.protocol.model, sort_keys=True),
                                    s.protocol.backbone_pretrain) for s in specs}:
         if recipe is not None:
@@ -64,7 +72,7 @@ def train_missing(specs: list[RunSpec], jobs: int = 2, threads: int = 1, cache: 
     if jobs < 1 or threads < 1:
         raise ValueError(f"jobs and threads must be positive, got {jobs}, {threads}")
     todo = sorted((s for s in specs if cache.load(s) is None), key=lambda s: -s.epoch_factor)
-    _pretrain_first(todo, progress)
+    _prepare_shared_inputs(todo, progress)
     if progress:
         print(f"[deim] {len(specs) - len(todo)} of {len(specs)} runs cached; training {len(todo)} "
               f"({jobs} at a time, {threads} thread(s) each)", flush=True)
