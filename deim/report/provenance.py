@@ -18,13 +18,16 @@ _PACKAGES = ("deim", "torch", "torchvision", "numpy", "scipy", "pycocotools", "f
 
 
 def git_state(cwd: str | os.PathLike | None = None) -> dict[str, Any]:
-    """``{"commit": sha or None, "dirty": bool or None}`` for the checkout holding ``cwd``."""
+    """``{"commit": sha or None, "dirty": bool or None}`` for the checkout holding ``cwd``; ``dirty``:
+    tracked files outside ``figures/`` differ from the commit."""
     cwd = Path(cwd) if cwd is not None else Path(__file__).resolve().parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
                              timeout=10, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                                    capture_output=True, text=True, timeout=10, check=True).stdout.strip())
+        # the figures themselves are not code: a reproduction rewriting figures/ keeps the tree clean
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                                     ":(top,exclude)figures"], cwd=cwd, capture_output=True, text=True,
+                                    timeout=10, check=True).stdout.strip())
         return {"commit": sha, "dirty": dirty}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
