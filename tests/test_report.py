@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import matplotlib
 
@@ -64,3 +65,22 @@ def test_cli_errors_are_one_line(capsys):
     assert err.count("\n") == 1 and "unknown schedule" in err
     with pytest.raises(SystemExit):
         main(["reproduce", "--scale", "huge"])
+
+
+def test_rewritten_figures_do_not_make_the_tree_dirty_but_code_does(tmp_path):
+    from deim.report.provenance import git_state
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "table.md").write_text("| a |\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    assert git_state(tmp_path)["dirty"] is False
+    (tmp_path / "figures" / "table.md").write_text("| b |\n")
+    assert git_state(tmp_path / "figures")["dirty"] is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_state(tmp_path)["dirty"] is True
