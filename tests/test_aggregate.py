@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deim.experiments.aggregate import compare, difference, mean_curve, summary_table, time_to_reach
+from deim.experiments.aggregate import compare, difference, epoch_seconds, mean_curve, summary_table, time_to_reach
 from deim.experiments.runs import RunResult
 
 
@@ -69,3 +69,12 @@ def test_curves_of_plain_quantities_are_not_scaled():
             row["positives_per_image"] = pos
     _, mean, _ = mean_curve(runs, "positives_per_image", percent=False)
     assert mean == pytest.approx([5.0, 5.0, 5.0])
+
+
+def test_epoch_seconds_of_one_stage():
+    r = run(0.3, (0.1, 0.2))
+    for row, (stage, sec) in zip(r.history, [("warmup", 10.0), ("dense_o2o", 30.0), ("standard", 20.0)]):
+        row.update(stage=stage, train_seconds=sec)
+    assert epoch_seconds(r) == pytest.approx(20.0) and epoch_seconds(r, "dense_o2o") == pytest.approx(30.0)
+    with pytest.raises(ValueError, match="no epoch in stage"):
+        epoch_seconds(r, "no_aug")

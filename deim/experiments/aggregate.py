@@ -38,9 +38,13 @@ def final_metric(result: RunResult, metric: str = "AP") -> float:
     return 100.0 * float(result.final[metric])
 
 
-def epoch_seconds(result: RunResult) -> float:
-    """Mean training seconds per epoch (evaluation excluded)."""
-    return float(np.mean([r["train_seconds"] for r in result.history]))
+def epoch_seconds(result: RunResult, stage: str | None = None) -> float:
+    """Mean training seconds per epoch (evaluation excluded), over the epochs of ``stage`` only when
+    given (``warmup``, ``dense_o2o``, ``standard``, ``no_aug``: the schedule's stage of each epoch)."""
+    rows = [r for r in result.history if stage is None or r.get("stage") == stage]
+    if not rows:
+        raise ValueError(f"run {result.key} has no epoch in stage {stage!r}")
+    return float(np.mean([r["train_seconds"] for r in rows]))
 
 
 def summary_table(results: dict[str, list[RunResult]], metrics: Iterable[str] = ("AP", "AP50", "AP75"),

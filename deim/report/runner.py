@@ -55,7 +55,7 @@ def run_notebook(path: Path, scale: str, figures_dir: Path, output_dir: Path, cw
     source = output_dir / f"{path.stem}.input.ipynb"
     executed = output_dir / f"{path.stem}.ipynb"
     jupytext.write(jupytext.read(path), source)
-    before = set(figures_dir.glob(f"{path.stem}__*")) if figures_dir.exists() else set()
+    started = time.time()
     parameters = {"scale": scale, "figures_dir": str(figures_dir.resolve()), "interactive": False}
     parameters.update(params or {})
     t0 = time.perf_counter()
@@ -67,8 +67,9 @@ def run_notebook(path: Path, scale: str, figures_dir: Path, output_dir: Path, cw
         ok, error = False, f"{type(exc).__name__}: {exc}"[-4000:]
     finally:
         source.unlink(missing_ok=True)
-    outputs = sorted(str(p.name) for p in set(figures_dir.glob(f"{path.stem}__*")) - before
-                     if not p.name.endswith(".json")) if figures_dir.exists() else []
+    # everything the notebook (re)wrote during this run, provenance records aside
+    outputs = sorted(p.name for p in figures_dir.glob(f"{path.stem}__*")
+                     if not p.name.endswith(".json") and p.stat().st_mtime >= started - 1.0) if figures_dir.exists() else []
     return NotebookRun(path.stem, time.perf_counter() - t0, ok, error, outputs)
 
 
