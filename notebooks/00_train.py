@@ -53,13 +53,16 @@ if scale == "full":
         raise RuntimeError(f"training exited with code {code}; see the log above")
     history = [json.loads(line) for line in (Path(output_dir) / "log.jsonl").read_text().splitlines()]
 else:
+    from deim.experiments.aggregate import run_records
     from deim.experiments.runs import RunCache, RunSpec
 
     spec = RunSpec(scale)  # DEIM (MAL γ=1.5, Dense O2O), seed 0: the same run notebooks 06, 08 and 09 use
     cfg = spec.train_config()
     print(f"{spec.label()}: {cfg.preset} {cfg.model} on the built-in data ({cfg.data.fashion_scale}), "
           f"{cfg.resolved_schedule().epochs} epochs (run {spec.key()}, trained unless cached)")
-    history = RunCache().get(spec, progress=interactive).history
+    result = RunCache().get(spec, progress=interactive)
+    history = result.history
+    out.params["runs"] = run_records({spec.label(): [result]})
 
 # %%
 fig = plot_history(history, title=f"{preset if scale == 'full' else 'protocol model'} ({scale})")

@@ -35,6 +35,7 @@ from deim.analysis.match_counts import match_counts, match_summary, plot_match_c
 from deim.data.aug_schedule import AugSchedule
 from deim.engine.data_build import build_training_data
 from deim.engine.inference import load_for_inference
+from deim.experiments.aggregate import run_records
 from deim.experiments.runs import RunCache
 from deim.experiments.settings import dense_o2o_mal_ablation
 from deim.report.writer import FigureWriter
@@ -42,6 +43,7 @@ from deim.report.writer import FigureWriter
 out = FigureWriter("05_match_counts", scale, figures_dir, params={"data_root": data_root})
 spec = dense_o2o_mal_ablation(scale, data_root)["DEIM (Dense O2O + MAL), 1x"][0]
 run = RunCache().get(spec)
+out.params["runs"] = run_records({"DEIM (Dense O2O + MAL), 1x": [run]})
 detector = load_for_inference(run.checkpoint)
 cfg = spec.train_config()
 standard = AugSchedule.baseline(stop_epoch=1, base_size=cfg.data.image_size, base_size_repeat=None)

@@ -29,13 +29,14 @@ data_root = None
 # %%
 import matplotlib.pyplot as plt
 
-from deim.experiments.aggregate import VERDICT_NOTE, plot_bars, plot_curves, run_settings, summary_table
+from deim.experiments.aggregate import VERDICT_NOTE, plot_bars, plot_curves, run_records, run_settings, summary_table
 from deim.experiments.settings import gamma_sweep
 from deim.report.writer import FigureWriter
 
 out = FigureWriter("06_gamma_sweep", scale, figures_dir, params={"data_root": data_root})
 settings = gamma_sweep(scale, data_root)
 results = run_settings(settings)
+out.params["runs"] = run_records(results)  # run keys and training commits go into the provenance
 
 # %%
 table = summary_table(results, paper={"γ=1.5": "best γ (Table 5, COCO, 24 epochs)"}, reference="γ=1.5")

@@ -29,12 +29,13 @@ data_root = None
 # %%
 import matplotlib.pyplot as plt
 
-from deim.experiments.aggregate import VERDICT_NOTE, plot_bars, plot_curves, run_settings, summary_table
+from deim.experiments.aggregate import VERDICT_NOTE, plot_bars, plot_curves, run_records, run_settings, summary_table
 from deim.experiments.settings import mosaic_mixup_grid
 from deim.report.writer import FigureWriter
 
 out = FigureWriter("07_mosaic_mixup", scale, figures_dir, params={"data_root": data_root})
 results = run_settings(mosaic_mixup_grid(scale, data_root))
+out.params["runs"] = run_records(results)  # run keys and training commits go into the provenance
 
 # %%
 paper = {"mosaic 0, mixup 0": "slowest (Table 4)", "mosaic 0.5, mixup 0": "faster than none",

@@ -29,12 +29,13 @@ data_root = None
 # %%
 import matplotlib.pyplot as plt
 
-from deim.experiments.aggregate import VERDICT_NOTE, plot_bars, plot_curves, run_settings, summary_table
+from deim.experiments.aggregate import VERDICT_NOTE, plot_bars, plot_curves, run_records, run_settings, summary_table
 from deim.experiments.settings import dense_o2o_mal_ablation
 from deim.report.writer import FigureWriter
 
 out = FigureWriter("08_dense_o2o_mal", scale, figures_dir, params={"data_root": data_root})
 results = run_settings(dense_o2o_mal_ablation(scale, data_root))
+out.params["runs"] = run_records(results)  # run keys and training commits go into the provenance
 
 # %%
 paper = {"baseline (VFL), 2x": "reference: the original at 72 epochs",

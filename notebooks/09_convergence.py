@@ -31,13 +31,14 @@ data_root = None
 # %%
 import matplotlib.pyplot as plt
 
-from deim.experiments.aggregate import plot_curves, run_settings
+from deim.experiments.aggregate import plot_curves, run_records, run_settings
 from deim.experiments.settings import dense_o2o_mal_ablation
 from deim.report.writer import FigureWriter
 
 out = FigureWriter("09_convergence", scale, figures_dir, params={"data_root": data_root})
 ablation = dense_o2o_mal_ablation(scale, data_root)
 results = run_settings({k: ablation[k] for k in ("baseline (VFL), 2x", "DEIM (Dense O2O + MAL), 1x")})
+out.params["runs"] = run_records(results)  # run keys and training commits go into the provenance
 
 # %%
 fig, (a, b, c) = plt.subplots(1, 3, figsize=(17, 4))

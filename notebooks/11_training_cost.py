@@ -33,12 +33,13 @@ data_root = None
 import numpy as np
 import pandas as pd
 
-from deim.experiments.aggregate import epoch_seconds, final_metric, run_settings, time_to_reach
+from deim.experiments.aggregate import epoch_seconds, final_metric, run_records, run_settings, time_to_reach
 from deim.experiments.settings import dense_o2o_mal_ablation
 from deim.report.writer import FigureWriter
 
 out = FigureWriter("11_training_cost", scale, figures_dir, params={"data_root": data_root})
 results = run_settings(dense_o2o_mal_ablation(scale, data_root))
+out.params["runs"] = run_records(results)  # run keys and training commits go into the provenance
 
 # %%
 def per_epoch(name: str, stage: str | None = None) -> tuple[float, float]:

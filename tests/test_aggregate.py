@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deim.experiments.aggregate import compare, difference, epoch_seconds, mean_curve, summary_table, time_to_reach
+from deim.experiments.aggregate import (compare, difference, epoch_seconds, mean_curve, run_records, summary_table,
+                                       time_to_reach)
 from deim.experiments.runs import RunResult
 
 
@@ -78,3 +79,11 @@ def test_epoch_seconds_of_one_stage():
     assert epoch_seconds(r) == pytest.approx(20.0) and epoch_seconds(r, "dense_o2o") == pytest.approx(30.0)
     with pytest.raises(ValueError, match="no epoch in stage"):
         epoch_seconds(r, "no_aug")
+
+
+def test_run_records_name_each_run_for_the_provenance():
+    r = run(0.25, seed=2)
+    r.provenance = {"git": {"commit": "abc", "dirty": False}}
+    records = run_records({"DEIM": [r]})
+    assert records == {"DEIM": [{"key": "k", "seed": 2, "AP": 0.25, "seconds": 10.0,
+                                 "git": {"commit": "abc", "dirty": False}}]}

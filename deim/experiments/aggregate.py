@@ -33,6 +33,14 @@ def run_settings(settings: dict[str, Sequence[RunSpec]], cache: RunCache | None 
     return out
 
 
+def run_records(results: dict[str, list[RunResult]]) -> dict[str, list[dict[str, object]]]:
+    """What a figure's provenance says about the runs behind it: per setting, each run's key (its
+    folder in the run cache), seed, final AP, training seconds and the git state it was trained at."""
+    return {name: [{"key": r.key, "seed": r.spec.get("seed"), "AP": round(float(r.final.get("AP", float("nan"))), 5),
+                    "seconds": round(r.seconds, 1), "git": r.provenance.get("git")} for r in runs]
+            for name, runs in results.items()}
+
+
 def final_metric(result: RunResult, metric: str = "AP") -> float:
     """The metric of the run's final evaluation, in percent."""
     return 100.0 * float(result.final[metric])
