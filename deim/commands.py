@@ -55,6 +55,7 @@ def _config(args: argparse.Namespace):
     cfg.data, cfg.device, cfg.amp, cfg.seed = data, args.device, args.amp, args.seed
     cfg.output_dir, cfg.resume, cfg.finetune = args.output_dir, args.resume, args.finetune
     cfg.eval_every = args.eval_every
+    cfg.backbone_weights = args.backbone_weights
     if args.pretrain_backbone:
         from deim.engine.backbone_pretrain import BackbonePretrain
 
@@ -124,6 +125,7 @@ def _with_training_defaults(args: argparse.Namespace, preset: str) -> argparse.N
     builds the data config exactly as ``train`` would."""
     return argparse.Namespace(**{**vars(args), "preset": preset, "epochs": None, "batch_size": None, "amp": False,
                                  "resume": None, "finetune": None, "eval_every": 1, "set": [], "pretrain_backbone": None,
+                                 "backbone_weights": None,
                                  "output_dir": "outputs/train", "data": args.data or "fashion"})
 
 
@@ -161,6 +163,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--batch-size", type=int, help="total batch size (linear LR scaling applied)")
     tr.add_argument("--resume", help="continue a run from its last.pth")
     tr.add_argument("--finetune", help="start from these weights (ours or official; class heads re-initialised)")
+    tr.add_argument("--backbone-weights", metavar="FILE",
+                    help="start the backbone from this file, e.g. the official ImageNet PPHGNetV2_B4_stage1.pth or "
+                         "ResNet-vd weights (the paper's initialisation; deim downloads nothing)")
     tr.add_argument("--pretrain-backbone", type=int, metavar="STEPS",
                     help="first pre-train the backbone to classify Fashion-MNIST items for STEPS steps (cached in "
                          "~/.cache/deim/pretrained; the reduced protocol's stand-in for ImageNet uses 300)")

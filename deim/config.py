@@ -67,6 +67,7 @@ class TrainConfig:
     resume: str | None = None
     finetune: str | None = None
     backbone_pretrain: BackbonePretrain | None = None
+    backbone_weights: str | None = None  # pretrained backbone file (e.g. the official ImageNet weights)
 
     def __post_init__(self) -> None:
         _check_at_least(1, eval_every=self.eval_every, checkpoint_every=self.checkpoint_every,

@@ -39,7 +39,7 @@ from deim.engine.seeding import rng_state, seed_everything, set_rng_state
 from deim.engine.train_loop import NonFiniteGuard, evaluate_coco, train_one_epoch
 from deim.models.backbone_blocks import freeze_batch_norm
 from deim.models.build import build_criterion, build_model, build_postprocessor
-from deim.models.checkpoint import load_checkpoint
+from deim.models.checkpoint import load_backbone_weights, load_checkpoint
 
 
 def resolve_device(name: str, info: DistInfo) -> torch.device:
@@ -82,6 +82,10 @@ class Trainer:
         if cfg.backbone_pretrain is not None:
             path = pretrained_backbone(cfg.preset, cfg.model, cfg.backbone_pretrain, progress=progress)
             model.backbone.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        if cfg.backbone_weights:
+            n = load_backbone_weights(model.backbone, cfg.backbone_weights)
+            if self.info.is_main:
+                print(f"[deim] backbone: {n} tensors from {cfg.backbone_weights}")
         if cfg.finetune:
             report = load_checkpoint(model, cfg.finetune, num_classes_changed_ok=True)
             if self.info.is_main:

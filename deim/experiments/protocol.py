@@ -40,6 +40,8 @@ class Protocol:
         gammas / mix_grid: the γ values of Table 5 and the probabilities of Table 4's grid.
         backbone_pretrain: classification pre-training of the backbone on Fashion-MNIST before every run
             (stands in for the paper's ImageNet initialisation; ``None`` = from scratch).
+        backbone_weights_env: environment variable naming a pretrained backbone file (the official
+            ImageNet weights) that every run starts from; unset = random initialisation.
     """
 
     scale: str
@@ -63,6 +65,7 @@ class Protocol:
     gammas: tuple[float, ...] = (1.0, 1.25, 1.5, 2.0)
     mix_grid: tuple[float, ...] = (0.0, 0.5)
     backbone_pretrain: BackbonePretrain | None = None
+    backbone_weights_env: str | None = None
 
 
 _NARROW_DFINE = {"num_queries": 40, "num_denoising": 20, "decoder.num_layers": 2}
@@ -79,7 +82,8 @@ PROTOCOLS: dict[str, Protocol] = {
                         epochs=6, seeds=(0, 1, 2), num_workers=1, train_subset=500, val_subset=200,
                         backbone_pretrain=BackbonePretrain(image_size=64, min_item=20, iterations=300, batch_size=128)),
     "full": Protocol(scale="full", preset="deim_rtdetrv2_r50", schedule_preset="deim_rtdetrv2_r50", dataset="coco",
-                     image_size=640, batch_size=16, epochs=36, seeds=(0,), num_workers=4, eval_every=1),
+                     image_size=640, batch_size=16, epochs=36, seeds=(0,), num_workers=4, eval_every=1,
+                     backbone_weights_env="DEIM_BACKBONE_WEIGHTS"),
 }
 
 

@@ -18,6 +18,7 @@ A run without ``result.json`` is unfinished: asking for it again resumes from ``
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -104,16 +105,36 @@ class RunSpec:
         else:
             data = DataConfig(dataset="fashion", fashion_scale=p.fashion_scale, image_size=p.image_size,
                               num_workers=p.num_workers, train_subset=p.train_subset, val_subset=p.val_subset)
+        weights = os.environ.get(p.backbone_weights_env) if p.backbone_weights_env else None
         return TrainConfig(preset=p.preset, model=dict(p.model), criterion=self.criterion_overrides(), data=data,
                            schedule=schedule, seed=self.seed, eval_every=p.eval_every, output_dir=str(output_dir),
-                           backbone_pretrain=p.backbone_pretrain)
+                           backbone_pretrain=p.backbone_pretrain, backbone_weights=weights or None)
 
     def key(self) -> str:
-        """SHA-1 (12 hex digits) of the resolved config: equal settings share a run."""
+        """SHA-1 (12 hex digits) of the resolved config: equal settings share a run. A backbone
+        weights file enters by its content (SHA-256), not its path."""
         d = self.train_config().to_dict()
         d.pop("output_dir", None)
+        weights = d.pop("backbone_weights", None)
+        if weights is not None:
+            d["backbone_weights_sha256"] = file_sha256(weights)
         blob = json.dumps(d, sort_keys=True, default=str).encode()
         return hashlib.sha1(blob).hexdigest()[:12]
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's content (memoised while the file is unchanged)."""
+    st = Path(path).stat()
+    return _sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
 
 
 def default_cache_dir() -> Path:

@@ -140,3 +140,29 @@ def save_checkpoint(model: nn.Module, path: str | Path, ema_model: nn.Module | N
     ema_state = model_state if ema_model is None else ema_model.state_dict()
     torch.save({"model": model_state, "ema": {"module": ema_state, "updates": 0}}, path)
     return path
+
+
+def load_backbone_weights(backbone: nn.Module, path: str | Path) -> int:
+    """Load pretrained backbone weights (e.g. the official ImageNet ``PPHGNetV2_B4_stage1.pth`` or a
+    ResNet-vd file, or a detector checkpoint's ``backbone.*`` entries) into ``backbone``, strictly.
+
+    Accepts a plain state dict or any layout :func:`extract_state_dict` knows; a ``backbone.``
+    prefix is stripped. Returns the number of tensors loaded; a file that does not fit raises a
+    ``ValueError`` naming missing / unexpected / mis-shaped entries.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"backbone weights not found: {path}")
+    state, _ = extract_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    if any(k.startswith("backbone.") for k in state):
+        state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    own = backbone.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or shapes:
+        raise ValueError(f"{path} does not fit this backbone: {len(missing)} missing (e.g. {missing[:3]}), "
+                         f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}), {len(shapes)} of another shape "
+                         f"(e.g. {shapes[:3]}); is it the backbone of this preset?")
+    backbone.load_state_dict(state)
+    return len(state)
