@@ -39,6 +39,7 @@ import numpy as np
 import PIL.Image
 import PIL.ImageFilter
 
+from deim.cache import cache_dir
 from deim.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 
 GENERATOR_VERSION = 1
@@ -87,8 +88,7 @@ class FashionParams:
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("DEIM_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "deim") / "fashion"
+    return cache_dir("fashion")
 
 
 def build_fashion_detection(root: str | Path | None = None, split: str = "train", num_images: int = 64,

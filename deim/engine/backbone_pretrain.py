@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deim.cache import cache_dir
 from deim.data.fashion import OBJECT_THRESHOLD
 from deim.data.fashion_mnist import load_fashion_mnist
 
@@ -66,8 +67,7 @@ class BackbonePretrain:
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("DEIM_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "deim") / "pretrained"
+    return cache_dir("pretrained")
 
 
 def pretrain_key(preset: str, model_overrides: dict[str, Any], recipe: BackbonePretrain) -> str:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deim.cache import cache_dir
 from deim.config import DataConfig, TrainConfig, rescale_epochs
 from deim.engine.schedules import get_schedule
 from deim.experiments.protocol import Protocol, get_protocol
@@ -138,8 +139,7 @@ def file_sha256(path: str | Path) -> str:
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("DEIM_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "deim") / "runs"
+    return cache_dir("runs")
 
 
 @dataclass
