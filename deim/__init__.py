@@ -4,6 +4,7 @@ The model zoo is re-exported here and imported on first use (``import deim`` sta
 
     import deim
     model = deim.build_model("deim_dfine_s", num_classes=5)
+    det = deim.Detector.from_pretrained("deim_dfine_s_coco")     # released weights by name
 """
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ _LAZY = {
     "build_postprocessor": "deim.models.build",
     "load_checkpoint": "deim.models.checkpoint",
     "list_presets": "deim.models.presets",
+    "from_pretrained": "deim.pretrained",
+    "list_pretrained": "deim.zoo",
+    "Detector": "deim.detector",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 TRAIN_EPILOG = """examples:
-  deim train --preset deim_dfine_n --data fashion --fashion-scale smoke --epochs 12 --batch-size 16
+  deim train --preset deim_dfine_n --data fashion --fashion-scale smoke      (a few minutes on CPU)
   deim train --preset deim_dfine_s --data coco --data-root /data/coco --batch-size 32
   deim train --preset deim_dfine_s --data custom --train-json tr.json --train-images tr/ \\
-             --val-json va.json --val-images va/ --epochs 50 --finetune deim_dfine_s_coco.pth
+             --val-json va.json --val-images va/ --epochs 50 --finetune deim_dfine_s_coco
   torchrun --nproc_per_node=4 -m deim train --preset deim_dfine_l --data coco --data-root /data/coco
   deim train ... --resume outputs/train/last.pth          (continues exactly where it stopped)
 
@@ -18,9 +19,14 @@ TRAIN_EPILOG = """examples:
 
 
 EVAL_EPILOG = """examples:
-  deim eval --checkpoint outputs/train/best.pth                    (our checkpoints know their data)
-  deim eval --checkpoint outputs/train/best.pth --data custom --val-json va.json --val-images va/
-  deim eval --checkpoint deim_dfine_hgnetv2_s_coco_120e.pth --preset deim_dfine_s --data coco --data-root /data/coco"""
+  deim eval --weights outputs/train/best.pth                    (our checkpoints know their data)
+  deim eval --weights outputs/train/best.pth --data custom --val-json va.json --val-images va/
+  deim eval --weights deim_dfine_s_coco --data coco --data-root /data/coco     (a released model, by name)
+  deim eval --weights deim_dfine_hgnetv2_s_coco_120e.pth --preset deim_dfine_s --data coco --data-root /data/coco"""
+
+
+WEIGHTS_HELP = ("a released model's name (deim_dfine_s_coco ...; downloaded once into ~/.cache/deim/weights), an "
+                "http(s) or file:// URL, or a checkpoint file (ours know their preset and classes)")
 
 
 def add_data_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -34,14 +40,19 @@ def add_data_arguments(p: argparse.ArgumentParser, required: bool = True) -> Non
     g.add_argument("--train-images", help="--data custom: folder of the training images")
     g.add_argument("--val-json", help="--data custom: COCO-format annotations of the validation images")
     g.add_argument("--val-images", help="--data custom: folder of the validation images")
-    g.add_argument("--image-size", type=int, default=None, help="square training/eval size (default 640)")
+    g.add_argument("--image-size", type=int, default=None, help="square training/eval size (default 640; --data fashion: 160 at smoke scale, 320 otherwise)")
     g.add_argument("--workers", type=int, default=2, help="DataLoader workers per process")
 
 
 def _config(args: argparse.Namespace):
+    from deim.cli_defaults import cap_queries, fill_builtin_defaults
     from deim.config import DataConfig, TrainConfig, apply_overrides
+    from deim.engine.input_sizes import training_sizes
     from deim.engine.schedules import get_schedule
 
+    filled = fill_builtin_defaults(args)
+    if filled and getattr(args, "command", None) == "train":
+        print(f"[deim] built-in data, {args.fashion_scale} scale: {' '.join(filled)} (give any to change)")
     paper = get_schedule(args.preset)
     cfg = TrainConfig.from_preset(args.preset, epochs=args.epochs, batch_size=args.batch_size)
     s = cfg.resolved_schedule()
@@ -60,10 +71,17 @@ def _config(args: argparse.Namespace):
         from deim.engine.backbone_pretrain import BackbonePretrain
 
         cfg.backbone_pretrain = BackbonePretrain(iterations=args.pretrain_backbone)
-    return apply_overrides(cfg, args.set or [])
+    cfg = apply_overrides(cfg, args.set or [])
+    if getattr(args, "command", None) == "train":
+        cfg.model, notice = cap_queries(cfg.preset, cfg.model, training_sizes(cfg.resolved_schedule(),
+                                                                              cfg.data.image_size))
+        if notice:
+            print(notice)
+    return cfg
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from deim.engine.console import summary
     from deim.engine.fit import Trainer
 
     cfg = _config(args)
@@ -78,10 +96,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if s.warmup_iter > total // 4:
         print(f"[deim] note: the LR warm-up covers more than a quarter of training; consider "
               f"--set schedule.warmup_iter={max(1, total // 20)}")
+    start = time.perf_counter()
     history = trainer.fit()
-    last = history[-1] if history else {}
-    print(f"[deim] done: epoch {last.get('epoch')}, AP {100 * last.get('AP', float('nan')):.1f}; "
-          f"best {trainer.best}; checkpoints in {out}")
+    if trainer.info.is_main:
+        print(summary(history, trainer.best, time.perf_counter() - start, out, (out / "tensorboard").is_dir()))
     return 0
 
 
@@ -93,8 +111,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from deim.engine.data_build import build_eval_data
     from deim.engine.inference import load_for_inference, read_checkpoint
     from deim.engine.train_loop import evaluate_coco
+    from deim.weights import resolve_weights
+    from deim.zoo import find_pretrained
 
-    state = read_checkpoint(args.checkpoint)
+    entry = find_pretrained(args.checkpoint)
+    if entry is not None and not args.preset:
+        args.preset = entry.preset
+    state = read_checkpoint(resolve_weights(args.checkpoint))
     if "config" in state:  # ours: its data unless other data is given
         cfg = TrainConfig.from_dict(state["config"])
         if args.data is not None:
@@ -111,7 +134,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     saved = LabelMap.from_dict(state["label_map"]) if "label_map" in state else None
     val, loader = build_eval_data(cfg.data, saved, seed=cfg.seed)
     im = load_for_inference(state, preset=cfg.preset, image_size=cfg.data.image_size,
-                            num_classes=val.label_map.num_classes, device=device, model_overrides=cfg.model)
+                            num_classes=val.label_map.num_classes, device=device,
+                            model_overrides={**(entry.model if entry else {}), **cfg.model})
     print(f"[deim] {cfg.preset} at {im.image_size} px on {len(loader.dataset)} images of {val.ann_file}")
     stats = evaluate_coco(im.model, im.postprocessor, loader, val.ann_file, val.label_map, device,
                           progress=not args.no_progress)
@@ -130,9 +154,10 @@ def _with_training_defaults(args: argparse.Namespace, preset: str) -> argparse.N
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from deim.engine.inference import find_images, load_for_inference, predict_images, write_predictions
+    from deim.engine.inference import find_images, predict_images, write_predictions
+    from deim.pretrained import load_pretrained
 
-    im = load_for_inference(args.checkpoint, preset=args.preset, image_size=args.image_size, device=args.device)
+    im = load_pretrained(args.checkpoint, preset=args.preset, image_size=args.image_size, device=args.device)
     results = predict_images(im, find_images(args.inputs), device=args.device)
     out = write_predictions(results, im.label_map, args.output_dir, args.threshold)
     print(f"[deim] {len(results)} images -> {args.output_dir} (annotated PNGs) and {out}")
@@ -144,10 +169,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         import onnx  # noqa: F401
     except ImportError:
         raise ValueError("ONNX export needs onnx and onnxruntime: pip install 'deim[export]'") from None
-    from deim.engine.inference import load_for_inference
     from deim.models.export import export_onnx
+    from deim.pretrained import load_pretrained
 
-    im = load_for_inference(args.checkpoint, preset=args.preset, image_size=args.image_size)
+    im = load_pretrained(args.checkpoint, preset=args.preset, image_size=args.image_size)
     path = export_onnx(im.model, im.postprocessor, args.output, image_size=im.image_size)
     print(f"[deim] wrote {path} (inputs: images [B, 3, {im.image_size}, {im.image_size}], orig_target_sizes [B, 2])")
     return 0
@@ -159,10 +184,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     tr.add_argument("--preset", required=True, help="deim_dfine_{n,s,m,l,x}, deim_rtdetrv2_{r18,...}, dfine_*, ...")
     add_data_arguments(tr)
-    tr.add_argument("--epochs", type=int, help="rescale the paper schedule to this many epochs")
-    tr.add_argument("--batch-size", type=int, help="total batch size (linear LR scaling applied)")
+    tr.add_argument("--epochs", type=int, help="rescale the paper schedule to this many epochs (default: the paper's; --data fashion: 6 at "
+                    "smoke scale, 12 at reduced)")
+    tr.add_argument("--batch-size", type=int, help="total batch size, linear LR scaling applied (default: the paper's; --data fashion: 16, "
+                    "32 at full scale)")
     tr.add_argument("--resume", help="continue a run from its last.pth")
-    tr.add_argument("--finetune", help="start from these weights (ours or official; class heads re-initialised)")
+    tr.add_argument("--finetune", metavar="NAME|PATH|URL",
+                    help="start from these weights (class heads re-initialised when the classes differ): "
+                         + WEIGHTS_HELP)
     tr.add_argument("--backbone-weights", metavar="FILE",
                     help="start the backbone from this file, e.g. the official ImageNet PPHGNetV2_B4_stage1.pth or "
                          "ResNet-vd weights (the paper's initialisation; deim downloads nothing)")
@@ -184,8 +213,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         description="Print the 12 COCO stats of a checkpoint's (EMA) model. Only the validation "
                                     "images are read.", epilog=EVAL_EPILOG,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    ev.add_argument("--checkpoint", required=True)
-    ev.add_argument("--preset", help="needed for official checkpoints (ours store it)")
+    ev.add_argument("--weights", "--checkpoint", dest="checkpoint", required=True, metavar="NAME|PATH|URL",
+                    help=WEIGHTS_HELP)
+    ev.add_argument("--preset", help="needed for other checkpoint files (ours and released names know it)")
     add_data_arguments(ev, required=False)
     ev.add_argument("--device", default="auto")
     ev.add_argument("--seed", type=int, default=0, help="picks the images of --set data.val_subset=N")
@@ -196,12 +226,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     pr = sub.add_parser("predict", help="detect objects in images; writes annotated PNGs and predictions.json",
                         description="Detect objects in images with a checkpoint's (EMA) model; writes one annotated "
                                     "PNG per image and predictions.json (COCO results with the original category "
-                                    "ids and names).", epilog="example:\n  deim predict photos/ --checkpoint "
+                                    "ids and names).", epilog="example:\n  deim predict photos/ --weights "
                                     "outputs/train/best.pth --output-dir outputs/predict --threshold 0.5",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     pr.add_argument("inputs", nargs="+", help="image files or folders")
-    pr.add_argument("--checkpoint", required=True)
-    pr.add_argument("--preset", help="needed for official checkpoints (ours store it)")
+    pr.add_argument("--weights", "--checkpoint", dest="checkpoint", required=True, metavar="NAME|PATH|URL",
+                    help=WEIGHTS_HELP)
+    pr.add_argument("--preset", help="needed for other checkpoint files (ours and released names know it)")
     pr.add_argument("--image-size", type=int)
     pr.add_argument("--threshold", type=float, default=0.4, help="minimum score drawn and written")
     pr.add_argument("--output-dir", default="outputs/predict")
@@ -210,11 +241,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     ex = sub.add_parser("export", help="export a checkpoint to ONNX (opset 17, dynamic batch)",
                         description="Export a checkpoint's (EMA) model with its post-processor to ONNX (needs "
-                                    "pip install 'deim[export]').", epilog="example:\n  deim export --checkpoint "
+                                    "pip install 'deim[export]').", epilog="example:\n  deim export --weights "
                                     "outputs/train/best.pth --output model.onnx",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    ex.add_argument("--checkpoint", required=True)
-    ex.add_argument("--preset", help="needed for official checkpoints (ours store it)")
+    ex.add_argument("--weights", "--checkpoint", dest="checkpoint", required=True, metavar="NAME|PATH|URL",
+                    help=WEIGHTS_HELP)
+    ex.add_argument("--preset", help="needed for other checkpoint files (ours and released names know it)")
     ex.add_argument("--image-size", type=int)
     ex.add_argument("--output", default="model.onnx")
     ex.set_defaults(func=cmd_export)

@@ -3,19 +3,21 @@
 # (torch 2.14.1 / torchvision 0.29.1 pinned), a Jupyter kernel, and the built-in data's source
 # (the Debian package dataset-fashion-mnist) where apt-get exists.
 #   VENV=path (default .venv)   PYTHON=python3.11 (default python3)
+#   EXTRAS=dev,tensorboard (default; `make lab` adds notebooks, for JupyterLab)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
+EXTRAS=${EXTRAS:-dev,tensorboard}
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "setup: creating $VENV with $($PYTHON --version)"
   "$PYTHON" -m venv "$VENV"
 fi
-stamp="$VENV/.deim-installed"
+stamp="$VENV/.deim-installed-${EXTRAS//,/-}"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "setup: pip install -e .[dev] (torch 2.14.1, torchvision 0.29.1, ...)"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check -e ".[dev]"
+  echo "setup: pip install -e .[$EXTRAS] (torch 2.14.1, torchvision 0.29.1, ...)"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check -e ".[$EXTRAS]"
   touch "$stamp"
 fi
 

@@ -1,4 +1,9 @@
-"""Shared pytest helpers: where the project's shared fixtures live."""
+"""Shared pytest helpers: where the parity fixtures and state-dict manifests live.
+
+They ship with the repository in ``tests/fixtures/`` (see ``tests/fixtures/README.md``), so a clone
+anywhere runs every parity and manifest test. ``DEIM_SHARED`` may point to a folder with the same
+layout (``parity/``, ``official_state_dict/``) that holds more fixtures, e.g. the other seven presets.
+"""
 from __future__ import annotations
 
 import os
@@ -7,24 +12,27 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
 
 
-def shared_dir() -> Path:
-    """The folder `shared/` beside the checkout (override with DEIM_SHARED)."""
-    return Path(os.environ.get("DEIM_SHARED", REPO_ROOT.parent / "shared"))
+def fixtures_dir() -> Path:
+    """``$DEIM_SHARED`` when set, else ``tests/fixtures`` of this checkout."""
+    shared = os.environ.get("DEIM_SHARED")
+    return Path(shared) if shared else FIXTURES
+
+
+def _required(kind: str) -> Path:
+    path = fixtures_dir() / kind
+    if not path.is_dir():  # the fixtures are committed: missing means a broken checkout, not a skip
+        pytest.fail(f"fixtures not found at {path} (they ship in tests/fixtures/{kind})")
+    return path
 
 
 @pytest.fixture(scope="session")
 def parity_dir() -> Path:
-    path = shared_dir() / "parity"
-    if not path.is_dir():
-        pytest.skip(f"parity fixtures not found at {path}")
-    return path
+    return _required("parity")
 
 
 @pytest.fixture(scope="session")
 def manifest_dir() -> Path:
-    path = shared_dir() / "official_state_dict"
-    if not path.is_dir():
-        pytest.skip(f"state-dict manifests not found at {path}")
-    return path
+    return _required("official_state_dict")

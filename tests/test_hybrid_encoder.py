@@ -260,7 +260,7 @@ def test_every_parameter_gets_a_gradient_in_train_mode(version):
 # ---------------------------------------------------------------- official numbers
 
 def _deterministic_weights(model: nn.Module, prefix: str) -> None:
-    """The parity fixtures' weight rule "v2" (shared/parity/README.md), keyed by the full official name."""
+    """The parity fixtures' weight rule "v2" (tests/fixtures/parity/README.md), keyed by the full official name."""
     new = {}
     for k, v in model.state_dict().items():
         full = prefix + k

@@ -1,4 +1,4 @@
-"""End-to-end numeric parity of the full models with the official DEIM (fixtures in shared/parity).
+"""End-to-end numeric parity of the full models with the official DEIM (fixtures in tests/fixtures/parity).
 
 For every fixture present: build the preset, fill its weights by the fixtures' deterministic rule,
 check them key by key, then compare the eval outputs (queries may swap among near-ties, so rows
@@ -6,13 +6,13 @@ are aligned), the postprocessed detections, and the training losses (model + cri
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import fixtures_dir
 from deim.models.build import build_criterion, build_model, build_postprocessor
 
 FIXTURE_PRESETS = {"n": "deim_dfine_n", "s": "deim_dfine_s", "m": "deim_dfine_m", "l": "deim_dfine_l",
@@ -27,8 +27,7 @@ SLOW = {"m", "l", "x", "r34", "r50m", "r50", "r101"}
 
 def _fixture_names() -> list:
     """Fixtures present at collection time (the same folder as the ``parity_dir`` fixture)."""
-    shared = Path(os.environ.get("DEIM_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-    parity = shared / "parity"
+    parity = fixtures_dir() / "parity"
     present = [name for name in FIXTURE_PRESETS if (parity / f"{name}.pt").exists()] or ["n", "s", "r18"]
     return [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in present]
 

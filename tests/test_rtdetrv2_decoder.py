@@ -70,7 +70,7 @@ def one_thread():
 
 
 def deterministic_weights(model: torch.nn.Module) -> None:
-    """Weights from a per-key seeded rule (rule "v2" of /work/shared/parity/README.md)."""
+    """Weights from a per-key seeded rule (rule "v2" of tests/fixtures/parity/README.md)."""
     new = {}
     for key, value in model.state_dict().items():
         if (not value.is_floating_point() or key.endswith(("anchors", "valid_mask"))

@@ -27,10 +27,12 @@ from deim.config import TrainConfig
 from deim.data.labels import LabelMap
 from deim.engine.backbone_pretrain import pretrained_backbone
 from deim.engine.checkpointing import FORMAT, atomic_save, load_training_state
+from deim.engine.console import epoch_line
 from deim.engine.data_build import build_training_data
 from deim.engine.distributed import DistInfo, barrier, init_distributed
 from deim.engine.ema import ModelEMA, unwrap
 from deim.engine.inference import capped_top_k
+from deim.engine.input_sizes import training_sizes
 from deim.engine.lr_schedule import FlatCosineScheduler
 from deim.engine.param_groups import OptimizerConfig, build_optimizer
 from deim.engine.run_history import RunLog
@@ -40,6 +42,8 @@ from deim.engine.train_loop import NonFiniteGuard, evaluate_coco, train_one_epoc
 from deim.models.backbone_blocks import freeze_batch_norm
 from deim.models.build import build_criterion, build_model, build_postprocessor
 from deim.models.checkpoint import load_backbone_weights, load_checkpoint
+from deim.models.query_budget import check_query_budget
+from deim.weights import resolve_weights
 
 
 def resolve_device(name: str, info: DistInfo) -> torch.device:
@@ -72,6 +76,7 @@ class Trainer:
         if self.schedule.total_batch_size % self.info.world_size:
             raise ValueError(f"total batch size {self.schedule.total_batch_size} is not divisible by the "
                              f"{self.info.world_size} processes")
+        check_query_budget(cfg.preset, cfg.model, training_sizes(self.schedule, cfg.data.image_size))  # before any work
         seed_everything(cfg.seed, self.info.rank)
         self.data = build_training_data(cfg.data, self.schedule.aug, seed=cfg.seed,
                                         batch_size=self.schedule.total_batch_size // self.info.world_size)
@@ -87,7 +92,8 @@ class Trainer:
             if self.info.is_main:
                 print(f"[deim] backbone: {n} tensors from {cfg.backbone_weights}")
         if cfg.finetune:
-            report = load_checkpoint(model, cfg.finetune, num_classes_changed_ok=True)
+            report = load_checkpoint(model, resolve_weights(cfg.finetune, progress=self.info.is_main),  # NAME|PATH|URL
+                                     num_classes_changed_ok=True)
             if self.info.is_main:
                 print(f"[deim] fine-tuning from {cfg.finetune}: {report}")
         if cfg.freeze_bn:  # fixed statistics: per-sample outputs no longer depend on the batch
@@ -210,6 +216,8 @@ class Trainer:
             if improved:
                 self.best = {"epoch": epoch, "AP": row["AP"]}
             log.write(row)
+            if self.info.is_main:
+                print(epoch_line(row, self.schedule.epochs), flush=True)  # stays on screen; the bars do not
             if (epoch + 1) % self.cfg.checkpoint_every == 0 or epoch == epochs - 1:
                 rngs = self.rng_states()  # every process takes part, the main one writes
                 if self.info.is_main:
