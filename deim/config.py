@@ -68,10 +68,12 @@ class TrainConfig:
     finetune: str | None = None
     backbone_pretrain: BackbonePretrain | None = None
     backbone_weights: str | None = None  # pretrained backbone file (e.g. the official ImageNet weights)
+    snapshot_epochs: tuple[int, ...] = ()  # epochs after which the EMA weights are kept (snapshots/ema_eNNN.pth)
 
     def __post_init__(self) -> None:
         _check_at_least(1, eval_every=self.eval_every, checkpoint_every=self.checkpoint_every,
                         max_nonfinite=self.max_nonfinite)
+        self.snapshot_epochs = tuple(int(e) for e in self.snapshot_epochs)
 
     @classmethod
     def from_preset(cls, preset: str, epochs: int | None = None, batch_size: int | None = None,

@@ -179,3 +179,52 @@ def test_mosaic_without_cache_reads_partners_from_the_dataset():
     torch.manual_seed(0)
     Mosaic(output_size=64)(*rect_sample(0), source)
     assert len(source.loaded) == 3 and all(0 <= i < 4 for i in source.loaded)
+
+
+def test_fast_iou_crop_picks_the_same_crops_as_torchvision():
+    """Same generator state -> same crop (or same "leave as is") as torchvision's RandomIoUCrop,
+    over canvases and boxes of many sizes, including zoomed-out canvases where most trials fail."""
+    import torchvision.transforms.v2 as T
+    from torchvision import tv_tensors
+
+    from deim.data.iou_crop import FastIoUCrop
+
+    gen = torch.Generator().manual_seed(0)
+    fast, reference = FastIoUCrop(), T.RandomIoUCrop()
+    cropped = 0
+    for case in range(400):
+        h, w = (int(v) for v in torch.randint(32, 400, (2,), generator=gen))
+        n = int(torch.randint(1, 6, (1,), generator=gen))
+        xy = torch.rand(n, 2, generator=gen) * torch.tensor([w, h]) * 0.9
+        wh = torch.rand(n, 2, generator=gen) * torch.tensor([w, h]) * 0.5 + 1
+        boxes = tv_tensors.BoundingBoxes(torch.cat([xy, (xy + wh).minimum(torch.tensor([w, h]))], 1),
+                                         format="XYXY", canvas_size=(h, w))
+        image = tv_tensors.Image(torch.zeros(1, h, w))
+        torch.manual_seed(case)
+        expected = reference.make_params([image, boxes])
+        torch.manual_seed(case)
+        got = fast.make_params([image, boxes])
+        assert expected.keys() == got.keys(), case
+        if expected:
+            cropped += 1
+            for key in ("top", "left", "height", "width"):
+                assert got[key] == expected[key], (case, key)
+            assert torch.equal(got["is_within_crop_area"], expected["is_within_crop_area"]), case
+    assert cropped > 100
+
+
+def test_fast_iou_crop_consumes_the_same_random_stream():
+    import torchvision.transforms.v2 as T
+    from torchvision import tv_tensors
+
+    from deim.data.iou_crop import FastIoUCrop
+
+    boxes = tv_tensors.BoundingBoxes(torch.tensor([[2.0, 3.0, 9.0, 12.0]]), format="XYXY", canvas_size=(300, 280))
+    image = tv_tensors.Image(torch.zeros(1, 300, 280))
+    for seed in range(50):
+        torch.manual_seed(seed)
+        T.RandomIoUCrop().make_params([image, boxes])
+        after_reference = torch.rand(())
+        torch.manual_seed(seed)
+        FastIoUCrop().make_params([image, boxes])
+        assert torch.rand(()) == after_reference

@@ -48,8 +48,15 @@ OBJECT_THRESHOLD = 16
 PLACEMENT_TRIES = 30
 FASHION_SCALES: dict[str, dict[str, int]] = {
     "smoke": {"train": 64, "val": 32},
-    "reduced": {"train": 4000, "val": 500},
+    "reduced": {"train": 2000, "val": 500},
     "full": {"train": 20000, "val": 2000},
+}
+# Canvas recipe per scale (``build_fashion_detection`` keywords); scales not listed use the defaults
+# (320 px canvases, 2-8 items). ``reduced`` draws canvases at the training size (96 px) with 1-4
+# items of about 19-48 px, so that no resize shrinks the items below what a stride-16 detector sees.
+FASHION_CANVAS: dict[str, dict[str, Any]] = {
+    "reduced": {"image_size": 96, "objects_per_image": (1, 4), "scale_range": (19 / 28, 48 / 28),
+                "clutter_per_image": (2, 5)},
 }
 _SOURCE_SPLIT = {"train": "train", "val": "t10k"}
 
@@ -128,7 +135,8 @@ def fashion_splits(scale: str, root: str | Path | None = None, seed: int = 0,
     """``{"train": (img_folder, ann_file), "val": (...)}`` at a scale of ``FASHION_SCALES``."""
     if scale not in FASHION_SCALES:
         raise ValueError(f"unknown Fashion scale {scale!r}; choose from {sorted(FASHION_SCALES)}")
-    return {split: build_fashion_detection(root, split, n, seed=seed, **kwargs)
+    recipe = {**FASHION_CANVAS.get(scale, {}), **kwargs}
+    return {split: build_fashion_detection(root, split, n, seed=seed, **recipe)
             for split, n in FASHION_SCALES[scale].items()}
 
 

@@ -30,6 +30,8 @@ import torchvision.transforms.v2.functional as TF
 from torchvision import tv_tensors
 from torchvision.ops import box_convert
 
+from deim.data.iou_crop import FastIoUCrop
+
 PER_BOX_FIELDS = ("labels", "area", "iscrowd", "mixup")
 Target = dict[str, Any]
 
@@ -93,8 +95,9 @@ def zoom_out(fill: int = 0) -> T.Transform:
 
 
 def iou_crop(p: float = 0.8) -> T.Transform:
-    """``RandomIoUCrop`` applied with probability ``p`` (the official wrapper's ``p``)."""
-    return T.RandomApply([T.RandomIoUCrop()], p=p)
+    """``RandomIoUCrop`` applied with probability ``p`` (the official wrapper's ``p``); the crop
+    search runs in :class:`~deim.data.iou_crop.FastIoUCrop` (same crops, several times faster)."""
+    return T.RandomApply([FastIoUCrop()], p=p)
 
 
 def horizontal_flip(p: float = 0.5) -> T.Transform:

@@ -39,14 +39,36 @@ class ModelEMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        """``ema = d * ema + (1 - d) * model`` for floating tensors (one fused ``_foreach`` call per
+        dtype group, the same arithmetic as a per-tensor loop); integer buffers are copied."""
         self.updates += 1
         d = self.current_decay()
-        source = unwrap(model).state_dict()
-        for name, value in self.module.state_dict().items():
-            if value.dtype.is_floating_point:
-                value.mul_(d).add_(source[name].detach().to(value.dtype), alpha=1.0 - d)
-            else:
-                value.copy_(source[name])
+        floats, source_floats, ints, source_ints = self._pairs(unwrap(model))
+        if floats:
+            torch._foreach_mul_(floats, d)
+            torch._foreach_add_(floats, source_floats, alpha=1.0 - d)
+        for value, src in zip(ints, source_ints):
+            value.copy_(src)
+
+    def _pairs(self, model: nn.Module) -> tuple[list[torch.Tensor], ...]:
+        """The EMA's tensors and the model's matching ones, split into floating and other; cached
+        while the model and its tensors are the same objects (they are updated in place)."""
+        source = model.state_dict(keep_vars=True)
+        key = (id(model), tuple(id(t) for t in source.values()))
+        if getattr(self, "_cache_key", None) != key:
+            floats, source_floats, ints, source_ints = [], [], [], []
+            for name, value in self.module.state_dict().items():
+                src = source[name].detach()
+                if value.dtype.is_floating_point:
+                    if src.dtype != value.dtype:
+                        raise ValueError(f"EMA tensor {name} is {value.dtype} but the model's is {src.dtype}")
+                    floats.append(value)
+                    source_floats.append(src)
+                else:
+                    ints.append(value)
+                    source_ints.append(src)
+            self._cache_key, self._cache = key, (floats, source_floats, ints, source_ints)
+        return self._cache
 
     def restart(self, decay: float | None = None) -> None:
         """Continue averaging with a new target decay (the official stage-2 ``ema_restart_decay``)."""

@@ -64,6 +64,11 @@ def _at_image_size(schedule: TrainSchedule, image_size: int) -> TrainSchedule:
     return dataclasses.replace(schedule, aug=dataclasses.replace(schedule.aug, base_size=image_size))
 
 
+def snapshot_path(output_dir: str | Path, epoch: int) -> Path:
+    """Where a run keeps the EMA weights after ``epoch`` (``TrainConfig.snapshot_epochs``)."""
+    return Path(output_dir) / "snapshots" / f"ema_e{epoch:03d}.pth"
+
+
 class Trainer:
     """One training run of ``cfg`` (see the module docstring)."""
 
@@ -225,6 +230,8 @@ class Trainer:
                     atomic_save(state, self.output_dir / "last.pth")
                     if improved:
                         atomic_save(state, self.output_dir / "best.pth")
+            if epoch in self.cfg.snapshot_epochs and self.info.is_main:
+                atomic_save({"epoch": epoch, "ema": self.ema.module.state_dict()}, snapshot_path(self.output_dir, epoch))
             barrier()
         log.close()
         return self.history

@@ -30,7 +30,7 @@ from typing import Any
 from deim.cache import cache_dir
 from deim.config import DataConfig, TrainConfig, rescale_epochs
 from deim.engine.schedules import get_schedule
-from deim.experiments.protocol import Protocol, get_protocol
+from deim.experiments.protocol import Protocol, get_protocol, snapshot_epochs
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,8 @@ class RunSpec:
         weights = os.environ.get(p.backbone_weights_env) if p.backbone_weights_env else None
         return TrainConfig(preset=p.preset, model=dict(p.model), criterion=self.criterion_overrides(), data=data,
                            schedule=schedule, seed=self.seed, eval_every=p.eval_every, output_dir=str(output_dir),
-                           backbone_pretrain=p.backbone_pretrain, backbone_weights=weights or None)
+                           backbone_pretrain=p.backbone_pretrain, backbone_weights=weights or None,
+                           snapshot_epochs=snapshot_epochs(schedule.epochs, p.snapshots))
 
     def key(self) -> str:
         """SHA-1 (12 hex digits) of the resolved config: equal settings share a run. A backbone

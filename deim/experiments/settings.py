@@ -44,3 +44,13 @@ def reproduction_runs(scale: str, data_root: str | None = None) -> list[RunSpec]
 
     return unique_specs([dense_o2o_mal_ablation(scale, data_root), gamma_sweep(scale, data_root),
                          mosaic_mixup_grid(scale, data_root)])
+
+
+def protocol_pilot(scale: str) -> dict[str, list[RunSpec]]:
+    """The pilot of ``scale``'s protocol (notebook 12): each candidate's baseline (VFL, no Dense O2O)
+    at its 2x budget, the pilot's seeds; keyed by candidate name."""
+    from deim.experiments.protocol import PILOT_CANDIDATES, PILOT_SEEDS
+
+    return {name: [RunSpec(scale=p.scale, seed=s, loss="vfl", gamma=2.0, mosaic_prob=0.0, mixup_prob=0.0,
+                           epoch_factor=2) for s in PILOT_SEEDS]
+            for name, p in PILOT_CANDIDATES[scale].items()}
