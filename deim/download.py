@@ -64,7 +64,8 @@ def download(url: str, dest: str | Path, sha256: str | None = None, progress: bo
                                     f"the download was discarded")
         os.replace(tmp, dest)
     finally:
-        tmp.unlink(missing_ok=True)
+        for leftover in dest.parent.glob(f"{tmp.name}*"):  # ours, and any partial file gdown kept beside it
+            leftover.unlink(missing_ok=True)
     return dest
 
 
@@ -106,6 +107,7 @@ def _fetch_drive(url: str, tmp: Path, progress: bool, timeout: float) -> None:
     except ImportError:
         raise DownloadError(f"{url} is a Google Drive file: downloading it needs gdown "
                             f"(pip install 'deim[weights]')") from None
+    tmp.unlink(missing_ok=True)  # gdown writes the file itself
     try:
         result = gdown.download(url, str(tmp), quiet=not progress, fuzzy=True)
     except Exception as exc:  # gdown raises its own FileURLRetrievalError, requests' errors, ...

@@ -153,3 +153,35 @@ def test_from_pretrained_by_name(monkeypatch, cache, server, tiny_bytes):
     with torch.no_grad():
         out = model(torch.rand(1, 3, 96, 96))
     assert out["pred_logits"].shape == (1, 12, 3) and out["pred_boxes"].shape == (1, 12, 4)
+
+
+class FakeGdown:
+    """Stands in for gdown (no network): writes ``payload`` to the output, or a partial file and fails."""
+
+    def __init__(self, payload: bytes | None) -> None:
+        self.payload, self.calls = payload, []
+
+    def download(self, url, output, quiet=False, fuzzy=False):
+        self.calls.append((url, fuzzy))
+        if self.payload is None:
+            with open(output + ".gdown.part", "wb") as f:
+                f.write(b"half")
+            raise RuntimeError("Too many users have viewed or downloaded this file recently")
+        with open(output, "wb") as f:
+            f.write(self.payload)
+        return output
+
+
+def test_google_drive_files_go_through_gdown(monkeypatch, tmp_path, tiny_bytes):
+    fake = FakeGdown(tiny_bytes)
+    monkeypatch.setitem(sys.modules, "gdown", fake)
+    url = "https://drive.google.com/uc?id=abc"
+    path = download(url, tmp_path / "w.pth", sha256=hashlib.sha256(tiny_bytes).hexdigest(), progress=False)
+    assert path.read_bytes() == tiny_bytes and fake.calls == [(url, True)] and leftovers(tmp_path) == ["w.pth"]
+
+
+def test_a_failed_gdown_download_leaves_nothing(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "gdown", FakeGdown(None))
+    with pytest.raises(DownloadError, match="Too many users"):
+        download("https://drive.google.com/uc?id=abc", tmp_path / "w.pth", progress=False)
+    assert leftovers(tmp_path) == []
