@@ -14,6 +14,8 @@ import argparse
 import sys
 from typing import NoReturn
 
+from deim.cli_errors import report
+from deim.cli_types import int_at_least
 from deim.commands import add_commands
 
 
@@ -75,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--figures-dir", default=None, help="where to write outputs (default: figures/<scale>)")
     rep.add_argument("--output-dir", default=None,
                      help="where to keep executed notebooks (default: outputs/notebooks/<scale>)")
-    rep.add_argument("--jobs", type=int, default=None,
+    rep.add_argument("--jobs", type=int_at_least(1), default=None,
                      help="train the experiment runs this many at a time, one thread each, before the notebooks "
                           "(default: 2 at smoke/reduced, 1 = inside the notebooks at full)")
     rep.set_defaults(func=_cmd_reproduce)
@@ -83,20 +85,35 @@ def build_parser() -> argparse.ArgumentParser:
     sch = sub.add_parser("schedule", help="print a preset's training schedule as YAML")
     sch.add_argument("preset", help="e.g. deim_dfine_s, deim_rtdetrv2_r50, dfine_l")
     sch.set_defaults(func=_cmd_schedule)
+    _add_debug_flag(parser, sub)
     return parser
 
 
+def _add_debug_flag(parser: argparse.ArgumentParser, sub: argparse._SubParsersAction) -> None:
+    """``--debug`` before or after the command: show the traceback of an error."""
+    text = "show the full traceback of an error instead of one line"
+    parser.add_argument("--debug", action="store_true", help=text)
+    for command in sub.choices.values():
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=text)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; an expected failure is one line on stderr and an exit code
+    (:mod:`deim.cli_errors`), unless ``--debug`` asks for the traceback."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    args.argv = argv  # for the resume command printed after Ctrl-C
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"deim {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except (Exception, KeyboardInterrupt) as exc:
+        code = None if args.debug else report(args.command, exc)
+        if code is None:
+            raise
+        return code
 
 
 if __name__ == "__main__":

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
+
+from deim.cli_types import image_size, int_at_least, probability
 
 TRAIN_EPILOG = """examples:
   deim train --preset deim_dfine_n --data fashion --fashion-scale smoke      (a few minutes on CPU)
@@ -40,8 +43,8 @@ def add_data_arguments(p: argparse.ArgumentParser, required: bool = True) -> Non
     g.add_argument("--train-images", help="--data custom: folder of the training images")
     g.add_argument("--val-json", help="--data custom: COCO-format annotations of the validation images")
     g.add_argument("--val-images", help="--data custom: folder of the validation images")
-    g.add_argument("--image-size", type=int, default=None, help="square training/eval size (default 640; --data fashion: 160 at smoke scale, 320 otherwise)")
-    g.add_argument("--workers", type=int, default=2, help="DataLoader workers per process")
+    g.add_argument("--image-size", type=image_size, default=None, help="square training/eval size (default 640; --data fashion: 160 at smoke scale, 320 otherwise)")
+    g.add_argument("--workers", type=int_at_least(0), default=2, help="DataLoader workers per process")
 
 
 def _config(args: argparse.Namespace):
@@ -81,14 +84,15 @@ def _config(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from deim.cli_errors import Interrupted, resume_hint
     from deim.engine.console import summary
     from deim.engine.fit import Trainer
+    from deim.engine.output_folder import prepare_output_folder
 
     cfg = _config(args)
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output_folder(cfg.output_dir, _image_folders(cfg))
+    trainer = Trainer(cfg, progress=not args.no_progress)  # checks the data and a resumed checkpoint first
     (out / "config.yaml").write_text(cfg.to_yaml())
-    trainer = Trainer(cfg, progress=not args.no_progress)
     s = trainer.schedule
     total = s.epochs * trainer.iters_per_epoch
     print(f"[deim] {cfg.preset}: {s.epochs} epochs x {trainer.iters_per_epoch} iterations, stages "
@@ -97,10 +101,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"[deim] note: the LR warm-up covers more than a quarter of training; consider "
               f"--set schedule.warmup_iter={max(1, total // 20)}")
     start = time.perf_counter()
-    history = trainer.fit()
+    try:
+        history = trainer.fit()
+    except KeyboardInterrupt:
+        raise Interrupted(resume_hint(out, getattr(args, "argv", None))) from None
     if trainer.info.is_main:
         print(summary(history, trainer.best, time.perf_counter() - start, out, (out / "tensorboard").is_dir()))
     return 0
+
+
+def _image_folders(cfg) -> list[Path | None]:
+    """The image folders a training run reads (the output folder must be none of them)."""
+    from deim.engine.data_build import data_paths
+
+    paths = data_paths(cfg.data)
+    return [paths.train_images, paths.val_images]
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -109,7 +124,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from deim.config import TrainConfig, apply_overrides
     from deim.data.labels import LabelMap
     from deim.engine.data_build import build_eval_data
-    from deim.engine.inference import load_for_inference, read_checkpoint
+    from deim.engine.inference import check_preset, load_for_inference, read_checkpoint
     from deim.engine.train_loop import evaluate_coco
     from deim.weights import resolve_weights
     from deim.zoo import find_pretrained
@@ -120,8 +135,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     state = read_checkpoint(resolve_weights(args.checkpoint))
     if "config" in state:  # ours: its data unless other data is given
         cfg = TrainConfig.from_dict(state["config"])
-        if args.data is not None:
-            cfg.data = _config(_with_training_defaults(args, cfg.preset)).data
+        check_preset(cfg.preset, args.preset)
+        if args.data is not None:  # other data, at the checkpoint's own size unless --image-size
+            cfg.data = dataclasses.replace(_config(_with_training_defaults(args, cfg.preset)).data,
+                                           image_size=cfg.data.image_size)
+        if args.image_size is None:
+            print(f"[deim] the checkpoint's preset {cfg.preset} and training size {cfg.data.image_size} px "
+                  f"(--image-size changes the size)")
     elif args.preset and args.data:
         cfg = _config(_with_training_defaults(args, args.preset))
     else:
@@ -154,11 +174,14 @@ def _with_training_defaults(args: argparse.Namespace, preset: str) -> argparse.N
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from deim.engine.image_inputs import check_output_folder
     from deim.engine.inference import find_images, predict_images, write_predictions
     from deim.pretrained import load_pretrained
 
     im = load_pretrained(args.checkpoint, preset=args.preset, image_size=args.image_size, device=args.device)
-    results = predict_images(im, find_images(args.inputs), device=args.device)
+    images = find_images(args.inputs)  # non-images skipped with a warning
+    check_output_folder(args.output_dir, images)  # never over an input
+    results = predict_images(im, images, device=args.device)
     out = write_predictions(results, im.label_map, args.output_dir, args.threshold)
     print(f"[deim] {len(results)} images -> {args.output_dir} (annotated PNGs) and {out}")
     return 0
@@ -184,9 +207,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     tr.add_argument("--preset", required=True, help="deim_dfine_{n,s,m,l,x}, deim_rtdetrv2_{r18,...}, dfine_*, ...")
     add_data_arguments(tr)
-    tr.add_argument("--epochs", type=int, help="rescale the paper schedule to this many epochs (default: the paper's; --data fashion: 6 at "
+    tr.add_argument("--epochs", type=int_at_least(1), help="rescale the paper schedule to this many epochs (default: the paper's; --data fashion: 6 at "
                     "smoke scale, 12 at reduced)")
-    tr.add_argument("--batch-size", type=int, help="total batch size, linear LR scaling applied (default: the paper's; --data fashion: 16, "
+    tr.add_argument("--batch-size", type=int_at_least(1), help="total batch size, linear LR scaling applied (default: the paper's; --data fashion: 16, "
                     "32 at full scale)")
     tr.add_argument("--resume", help="continue a run from its last.pth")
     tr.add_argument("--finetune", metavar="NAME|PATH|URL",
@@ -195,14 +218,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--backbone-weights", metavar="FILE",
                     help="start the backbone from this file, e.g. the official ImageNet PPHGNetV2_B4_stage1.pth or "
                          "ResNet-vd weights (the paper's initialisation; deim downloads nothing)")
-    tr.add_argument("--pretrain-backbone", type=int, metavar="STEPS",
+    tr.add_argument("--pretrain-backbone", type=int_at_least(1), metavar="STEPS",
                     help="first pre-train the backbone to classify Fashion-MNIST items for STEPS steps (cached in "
                          "~/.cache/deim/pretrained; the reduced protocol's stand-in for ImageNet uses 300)")
     tr.add_argument("--output-dir", default="outputs/train",
                     help="where last.pth, best.pth, log.jsonl/csv and config.yaml go (default outputs/train)")
     tr.add_argument("--device", default="auto", help="auto, cpu or cuda")
     tr.add_argument("--amp", action="store_true", help="mixed precision on CUDA (bf16 where supported)")
-    tr.add_argument("--seed", type=int, default=0, help="seeds Python, NumPy, torch, the sample order, every "
+    tr.add_argument("--seed", type=int_at_least(0), default=0, help="seeds Python, NumPy, torch, the sample order, every "
                     "augmentation draw and the DataLoader workers (default 0)")
     tr.add_argument("--eval-every", type=int, default=1, help="evaluate the EMA model every N epochs")
     tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
@@ -218,7 +241,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--preset", help="needed for other checkpoint files (ours and released names know it)")
     add_data_arguments(ev, required=False)
     ev.add_argument("--device", default="auto")
-    ev.add_argument("--seed", type=int, default=0, help="picks the images of --set data.val_subset=N")
+    ev.add_argument("--seed", type=int_at_least(0), default=0, help="picks the images of --set data.val_subset=N")
     ev.add_argument("--set", action="append", metavar="KEY=VALUE")
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=cmd_eval)
@@ -233,8 +256,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--weights", "--checkpoint", dest="checkpoint", required=True, metavar="NAME|PATH|URL",
                     help=WEIGHTS_HELP)
     pr.add_argument("--preset", help="needed for other checkpoint files (ours and released names know it)")
-    pr.add_argument("--image-size", type=int)
-    pr.add_argument("--threshold", type=float, default=0.4, help="minimum score drawn and written")
+    pr.add_argument("--image-size", type=image_size)
+    pr.add_argument("--threshold", type=probability, default=0.4, help="minimum score drawn and written")
     pr.add_argument("--output-dir", default="outputs/predict")
     pr.add_argument("--device", default="cpu")
     pr.set_defaults(func=cmd_predict)
@@ -247,6 +270,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--weights", "--checkpoint", dest="checkpoint", required=True, metavar="NAME|PATH|URL",
                     help=WEIGHTS_HELP)
     ex.add_argument("--preset", help="needed for other checkpoint files (ours and released names know it)")
-    ex.add_argument("--image-size", type=int)
+    ex.add_argument("--image-size", type=image_size)
     ex.add_argument("--output", default="model.onnx")
     ex.set_defaults(func=cmd_export)

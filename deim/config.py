@@ -8,6 +8,7 @@ runtime settings. ``TrainConfig.from_preset`` fills everything from the paper;
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -16,6 +17,7 @@ import yaml
 from deim.data.aug_schedule import AugSchedule
 from deim.engine.backbone_pretrain import BackbonePretrain
 from deim.engine.schedules import TrainSchedule, get_schedule
+from deim.overrides import coerce_value, field_types, parse_value
 
 
 @dataclass
@@ -141,28 +143,61 @@ def rescale_epochs(s: TrainSchedule, epochs: int) -> TrainSchedule:
 
 
 def apply_overrides(cfg: TrainConfig, assignments: list[str]) -> TrainConfig:
-    """Apply ``key=value`` overrides (dotted keys; values parsed as YAML) to a copy of ``cfg``.
+    """Apply ``key=value`` overrides (dotted keys) to a copy of ``cfg``.
 
-    ``model.*`` and ``criterion.*`` accept any key (checked when the model is built); other keys
-    must exist: an unknown key raises ``ValueError`` listing the valid ones.
+    Values are read as YAML and converted to the field's type (``schedule.lr=4e-4`` is a float;
+    ``data.image_size=abc`` is refused). ``model.<key>`` and ``criterion.<key>`` take the model
+    builder's keys, qualified or bare (``model.decoder.num_layers=2``, ``model.num_queries=100``),
+    checked and typed against the preset. Other keys must exist: an unknown key raises
+    ``ValueError`` listing the valid ones.
     """
     d = cfg.to_dict()
     for item in assignments:
         if "=" not in item:
             raise ValueError(f"override {item!r} is not of the form key=value")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw)
-        parts = key.strip().split(".")
-        node = d
+        key, value = key.strip(), parse_value(raw)
+        parts = key.split(".")
+        if parts[0] in ("model", "criterion") and len(parts) > 1:
+            inner, typed = _model_override(d["preset"], parts[0], ".".join(parts[1:]), value)
+            d[parts[0]][inner] = _plain(typed)
+            continue
+        node, owner = d, TrainConfig
         for depth, part in enumerate(parts[:-1]):
             if not isinstance(node.get(part), dict):
                 raise ValueError(f"unknown config key {key!r}: {'.'.join(parts[:depth + 1])} is not a section")
-            node = node[part]
-        free = parts[0] in ("model", "criterion") and len(parts) == 2
-        if parts[-1] not in node and not free:
+            node, owner = node[part], _section_type(owner, part)
+        if parts[-1] not in node:
             raise ValueError(f"unknown config key {key!r}; valid keys here: {', '.join(sorted(node))}")
-        node[parts[-1]] = value
+        hint = field_types(owner).get(parts[-1]) if owner is not None else None
+        node[parts[-1]] = _plain(coerce_value(key, value, hint) if hint is not None else value)
     return TrainConfig.from_dict(d)
+
+
+def _model_override(preset: str, section: str, key: str, value: Any) -> tuple[str, Any]:
+    """``(builder key, typed value)`` of ``model.<key>`` or ``criterion.<key>``; under ``criterion``
+    a key of the criterion itself may leave out its section (``criterion.gamma``)."""
+    from deim.models.build import typed_override
+
+    try:
+        return key, typed_override(preset, key, value)
+    except ValueError:
+        if section != "criterion" or key.startswith("criterion."):
+            raise
+        try:
+            return f"criterion.{key}", typed_override(preset, f"criterion.{key}", value)
+        except ValueError:
+            pass
+        raise
+
+
+def _section_type(owner: type | None, name: str) -> type | None:
+    """The dataclass type of the section ``name`` of ``owner`` (``None`` when it is not one)."""
+    if owner is None:
+        return None
+    hint = field_types(owner).get(name)
+    candidates = typing.get_args(hint) or (hint,)
+    return next((c for c in candidates if dataclasses.is_dataclass(c)), None)
 
 
 def _check_at_least(minimum: int, **values: Any) -> None:

@@ -65,7 +65,6 @@ def test_export_writes_onnx(trained, tmp_path):
     (["predict", "missing.png", "--checkpoint", "missing.pth"], "checkpoint not found: missing.pth"),
     (["eval", "--checkpoint", "missing.pth"], "checkpoint not found: missing.pth"),
     (["train", "--preset", "deim_dfine_n", "--data", "fashion", "--eval-every", "0"], "eval_every must be"),
-    (["train", "--preset", "deim_dfine_n", "--data", "fashion", "--image-size", "0"], "image_size must be"),
     (["train", "--preset", "deim_dfine_n", "--data", "coco", "--data-root", "/no/coco"],
      "image folder not found: /no/coco/train2017"),
 ])
@@ -127,6 +126,8 @@ def test_eval_of_an_official_layout_checkpoint_needs_only_the_validation_data(tr
     (["train", "--data", "fashion"], "the following arguments are required: --preset"),
     (["train", "--preset", "deim_dfine_n", "--data", "fashion", "--epochs", "x"], "invalid int value: 'x'"),
     (["nope"], "invalid choice: 'nope'"),
+    (["train", "--preset", "deim_dfine_n", "--data", "fashion", "--image-size", "0"],
+     "argument --image-size: 0 is not a positive multiple of 32"),
 ])
 def test_argument_errors_are_one_line_with_exit_code_2(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

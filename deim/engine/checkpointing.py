@@ -13,6 +13,8 @@ Layout (a superset of the official one, so official tools can read the weights):
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,10 +24,18 @@ import torch
 FORMAT = "deim/1"
 
 
+TEMPORARY_PATTERN = ".*.pth.*.tmp"  # what atomic_save writes before renaming
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, read-only, quota); the previous file is intact."""
+
+
 def atomic_save(obj: Any, path: str | Path) -> Path:
     """``torch.save`` to a temporary file in the same folder, then rename over ``path``.
 
     An interrupted write never leaves a truncated checkpoint behind: the old file stays intact.
+    A failed write (a full disk ...) raises :class:`CheckpointWriteError` in one line.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -35,11 +45,43 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        crash_point(path, "written")
         os.replace(tmp, path)
-    except BaseException:
+        crash_point(path, "renamed")
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, (OSError, RuntimeError)) and not isinstance(exc, CheckpointWriteError):
+            raise CheckpointWriteError(_write_failure(path, exc)) from exc
         raise
     return path
+
+
+def _write_failure(path: Path, exc: BaseException) -> str:
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip().splitlines()[0]
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 2**20:.0f} MiB free there"
+    except OSError:
+        free = "free space unknown"
+    kept = f"the previous {path.name} is unchanged" if path.exists() else f"no {path.name} was written"
+    return f"cannot write checkpoint {path} ({reason}; {free}; is the disk full?): {kept}"
+
+
+def crash_point(path: Path, moment: str) -> None:
+    """Test hook: ``DEIM_TEST_KILL_AT=<file name>:<moment>[:<n>]`` kills this process with SIGKILL at
+    the n-th (default first) time ``moment`` (``written``: the temporary file is complete,
+    ``renamed``: it replaced ``path``) is reached for that file. Used by the crash-consistency tests."""
+    spec = os.environ.get("DEIM_TEST_KILL_AT")
+    if not spec:
+        return
+    name, when, *count = spec.split(":")
+    if name != path.name or when != moment:
+        return
+    _CRASH_COUNTS[spec] = _CRASH_COUNTS.get(spec, 0) + 1
+    if _CRASH_COUNTS[spec] == int(count[0] if count else 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_CRASH_COUNTS: dict[str, int] = {}
 
 
 def load_training_state(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

@@ -12,6 +12,7 @@ from deim.config import DataConfig
 from deim.data.aug_schedule import AugSchedule
 from deim.data.coco import CocoDetection
 from deim.data.collate import BatchCollator
+from deim.data.image_check import check_image_files
 from deim.data.labels import LabelMap
 from deim.data.loaders import DetectionLoader, build_train_loader, build_val_loader
 from deim.data.pipeline import build_train_transforms, build_val_transforms
@@ -63,6 +64,14 @@ class TrainingData:
     label_map: LabelMap
 
 
+def checked(dataset: CocoDetection) -> CocoDetection:
+    """``dataset`` after the pre-flight check of its image files (all exist, headers decode,
+    sizes match the JSON); raises in one line otherwise."""
+    check_image_files(dataset.img_folder, dataset.ann_file, dataset.file_names,
+                      [(int(w), int(h)) for w, h in dataset.sizes])
+    return dataset
+
+
 def _subset(dataset: CocoDetection, n: int | None, seed: int) -> CocoDetection | Subset:
     if n is None or n >= len(dataset):
         return dataset
@@ -78,9 +87,9 @@ def build_training_data(cfg: DataConfig, aug: AugSchedule, *, batch_size: int, s
     category missing from one split still keeps its label.
     """
     paths = data_paths(cfg)
-    train = CocoDetection(paths.train_images, paths.train_ann, remap_mscoco=paths.remap_mscoco,
-                          transforms=build_train_transforms(aug, cfg.image_size, seed=seed,
-                                                            mosaic_cache=cfg.mosaic_cache))
+    train = checked(CocoDetection(paths.train_images, paths.train_ann, remap_mscoco=paths.remap_mscoco,
+                                  transforms=build_train_transforms(aug, cfg.image_size, seed=seed,
+                                                                    mosaic_cache=cfg.mosaic_cache)))
     val, val_loader = build_eval_data(cfg, train.label_map, seed=seed, batch_size=val_batch_size)
     collator = BatchCollator(aug, epoch=train.epoch_counter, seed=seed)
     train_part = _subset(train, cfg.train_subset, seed)
@@ -94,12 +103,16 @@ def build_training_data(cfg: DataConfig, aug: AugSchedule, *, batch_size: int, s
 def build_eval_data(cfg: DataConfig, label_map: LabelMap | None = None, *, seed: int = 0,
                     batch_size: int | None = None) -> tuple[CocoDetection, DetectionLoader]:
     """The validation set of ``cfg`` (resized to ``cfg.image_size``) and its loader; no training
-    images are needed. ``label_map`` (e.g. from a checkpoint) fixes the labels; without it COCO
+    images are needed; the image files are checked first and an empty set is refused.
+    ``label_map`` (e.g. from a checkpoint) fixes the labels; without it COCO
     uses the standard 80-class map and other data the categories of the validation file."""
     paths = data_paths(cfg, need_train=False)
     remap = paths.remap_mscoco and label_map is None
-    val = CocoDetection(paths.val_images, paths.val_ann, label_map=label_map, remap_mscoco=remap,
-                        transforms=build_val_transforms(cfg.image_size))
-    loader = build_val_loader(_subset(val, cfg.val_subset, seed), batch_size or cfg.val_batch_size,
-                              num_workers=cfg.num_workers)
+    val = checked(CocoDetection(paths.val_images, paths.val_ann, label_map=label_map, remap_mscoco=remap,
+                                transforms=build_val_transforms(cfg.image_size)))
+    part = _subset(val, cfg.val_subset, seed)
+    if len(part) == 0:
+        raise ValueError(f"the validation set is empty: {paths.val_ann} lists no images" if len(val) == 0 else
+                         f"data.val_subset={cfg.val_subset} leaves no validation images")
+    loader = build_val_loader(part, batch_size or cfg.val_batch_size, num_workers=cfg.num_workers)
     return val, loader

@@ -26,6 +26,7 @@ from torch import nn
 from deim.config import TrainConfig
 from deim.data.labels import LabelMap
 from deim.engine.backbone_pretrain import pretrained_backbone
+from deim.engine.checkpoint_repair import prepare_run_folder
 from deim.engine.checkpointing import FORMAT, atomic_save, load_training_state
 from deim.engine.console import epoch_line
 from deim.engine.data_build import build_training_data
@@ -35,6 +36,7 @@ from deim.engine.inference import capped_top_k
 from deim.engine.input_sizes import training_sizes
 from deim.engine.lr_schedule import FlatCosineScheduler
 from deim.engine.param_groups import OptimizerConfig, build_optimizer
+from deim.engine.resume_check import check_resume_matches
 from deim.engine.run_history import RunLog
 from deim.engine.schedules import TrainSchedule
 from deim.engine.seeding import rng_state, seed_everything, set_rng_state
@@ -128,6 +130,9 @@ class Trainer:
         self.start_epoch, self.iteration = 0, 0
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, float] = {}
+        if self.info.is_main:  # temporaries of a killed run removed, best.pth restored (checkpoint_repair)
+            for note in prepare_run_folder(self.output_dir, cfg.resume):
+                print(f"[deim] {note}")
         if cfg.resume:
             self._resume(cfg.resume)
 
@@ -165,6 +170,7 @@ class Trainer:
 
     def _resume(self, path: str) -> None:
         state = load_training_state(path, map_location=self.device)
+        check_resume_matches(state.get("config"), self.cfg.preset, self.cfg.model, path)
         saved = LabelMap.from_dict(state["label_map"])
         if saved != self.label_map:
             raise ValueError(f"{path} was trained with other categories ({saved.num_classes} classes) than this "

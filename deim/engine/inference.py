@@ -8,7 +8,7 @@ classes are assumed unless ``num_classes`` is given).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,10 +19,10 @@ from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from deim.data.labels import LabelMap
+from deim.engine.image_inputs import (  # noqa: F401 - IMAGE_SUFFIXES and find_images are re-exported
+    IMAGE_SUFFIXES, check_output_folder, find_images, output_names)
 from deim.models.build import build_model, build_postprocessor, resolve_preset
 from deim.models.checkpoint import load_checkpoint
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 @dataclass
@@ -69,7 +69,8 @@ def load_for_inference(checkpoint: str | Path | dict, preset: str | None = None,
     config = state.get("config")
     overrides: dict = {}
     if config is not None:
-        preset = preset or config["preset"]
+        check_preset(config["preset"], preset)
+        preset = config["preset"]
         overrides.update(config.get("model", {}))
         image_size = image_size or int(config["data"]["image_size"])
     overrides.update(model_overrides or {})
@@ -84,24 +85,32 @@ def load_for_inference(checkpoint: str | Path | dict, preset: str | None = None,
     image_size = image_size or 640
     overrides.update(num_classes=label_map.num_classes, eval_spatial_size=image_size)
     model = build_model(preset, **overrides)
-    load_checkpoint(model, state, strict=True)
+    try:
+        load_checkpoint(model, state, strict=True)
+    except ValueError as exc:
+        lines = str(exc).splitlines()
+        example = f" (e.g. {lines[1].strip()})" if len(lines) > 1 else ""
+        raise ValueError(f"the checkpoint does not fit preset {preset}: {lines[0].rstrip(':')}{example}; "
+                         f"is --preset right?") from None
     post = build_postprocessor(preset, **capped_top_k(preset, overrides))
     return InferenceModel(model.to(device).eval(), post, label_map, image_size, preset)
 
 
-def find_images(inputs: Sequence[str | Path]) -> list[Path]:
-    """Image files among ``inputs`` (files, or folders searched non-recursively), sorted."""
-    found: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            found += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif item.is_file():
-            found.append(item)
-        else:
-            raise FileNotFoundError(f"no such image or folder: {item}")
-    if not found:
-        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(map(str, inputs))}")
-    return found
+def check_preset(trained: str, requested: str | None) -> None:
+    """``ValueError`` in one line when a checkpoint trained as ``trained`` is asked to run as another
+    preset (our checkpoints know theirs: ``--preset`` is only needed for other files)."""
+    if requested is not None and requested != trained:
+        raise ValueError(f"the checkpoint was trained as {trained}, not {requested}: drop --preset (our "
+                         f"checkpoints know their preset)")
+
+
+def _open_rgb(path: Path) -> Image.Image:
+    """The image at ``path`` as RGB; ``OSError`` naming the file when it cannot be decoded."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise OSError(f"cannot read image {path}: {exc}") from None
 
 
 @torch.no_grad()
@@ -110,7 +119,7 @@ def predict_images(im: InferenceModel, paths: Iterable[Path], device: str | torc
     """Detections per image: ``labels`` (contiguous), ``boxes`` (xyxy pixels), ``scores``."""
     out = []
     for path in paths:
-        image = Image.open(path).convert("RGB")
+        image = _open_rgb(path)
         tensor = TF.to_dtype(TF.to_image(image), torch.float32, scale=True)
         tensor = TF.resize(tensor, [im.image_size, im.image_size])[None].to(device)
         size = torch.tensor([[image.width, image.height]], device=device)
@@ -122,7 +131,7 @@ def predict_images(im: InferenceModel, paths: Iterable[Path], device: str | torc
 def draw_detections(path: Path, detections: dict[str, torch.Tensor], label_map: LabelMap,
                     threshold: float) -> Image.Image:
     """The image with every detection above ``threshold`` drawn (box, name, score)."""
-    image = Image.open(path).convert("RGB")
+    image = _open_rgb(path)
     draw = ImageDraw.Draw(image)
     keep = detections["scores"] >= threshold
     for box, label, score in zip(detections["boxes"][keep].tolist(), detections["labels"][keep].tolist(),
@@ -134,16 +143,28 @@ def draw_detections(path: Path, detections: dict[str, torch.Tensor], label_map: 
 
 def write_predictions(results: list[tuple[Path, dict[str, torch.Tensor]]], label_map: LabelMap,
                       output_dir: str | Path, threshold: float) -> Path:
-    """Annotated images and ``predictions.json`` (COCO results format with category ids and names)."""
+    """Annotated images and ``predictions.json`` (COCO results format with category ids and names).
+
+    Each image goes to its own name (:func:`~deim.engine.image_inputs.output_names`: the path
+    relative to the inputs' common folder, ``.png`` appended unless it is a PNG); an output folder
+    holding an input is refused, so no input is ever replaced. ``file_name`` in the JSON is the
+    input's relative path.
+    """
     output_dir = Path(output_dir)
+    sources = [path for path, _ in results]
+    check_output_folder(output_dir, sources)
+    names = output_names(sources)
     output_dir.mkdir(parents=True, exist_ok=True)
     records = []
-    for path, det in results:
-        draw_detections(path, det, label_map, threshold).save(output_dir / f"{path.stem}.png")
+    for (path, det), name in zip(results, names):
+        target = output_dir / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        draw_detections(path, det, label_map, threshold).save(target, format="PNG")
+        source_name = str(name.with_name(path.name).as_posix())
         keep = det["scores"] >= threshold
         for (x0, y0, x1, y1), label, score in zip(det["boxes"][keep].tolist(), det["labels"][keep].tolist(),
                                                   det["scores"][keep].tolist()):
-            records.append({"file_name": path.name, "category_id": label_map.category_ids[label],
+            records.append({"file_name": source_name, "category_id": label_map.category_ids[label],
                             "category_name": label_map.names[label], "bbox": [x0, y0, x1 - x0, y1 - y0],
                             "score": round(score, 5)})
     out = output_dir / "predictions.json"

@@ -13,6 +13,9 @@ Override keys (the same set for all three builders, so one dict can be passed to
 * a bare field name when only one section has it (``num_queries``, ``num_denoising``,
   ``reg_max``, ``use_uni_set``, ``num_top_queries`` ...).
 
+Values are converted to the field's type (``"4e-4"`` -> ``0.0004``, a list -> a tuple); a value
+that cannot be is refused (``deim.overrides``).
+
 An unknown or ambiguous key raises ``ValueError`` listing the valid keys.
 """
 from __future__ import annotations
@@ -24,6 +27,7 @@ from torch import nn
 
 from deim.models.detector import DEIM
 from deim.models.presets import ModelPreset, get_preset, section_kwargs
+from deim.overrides import coerce_like, coerce_value, field_types
 
 _TOP_LEVEL = ("num_classes", "eval_spatial_size")
 
@@ -68,34 +72,53 @@ def _top_level(key: str, value: Any) -> Any:
     return value
 
 
-def _coerce(old: Any, new: Any) -> Any:
-    """Lists from YAML/CLI become tuples where the preset holds a tuple."""
-    if isinstance(old, tuple) and isinstance(new, list):
-        return tuple(new)
-    return new
+def _locate(preset: ModelPreset, key: str) -> tuple[str, str]:
+    """``(section, field)`` that the override ``key`` (qualified or bare) changes."""
+    sections, owners = _sections(preset), _owners(preset)
+    section_name, _, name = key.rpartition(".")
+    if not section_name:
+        where = owners.get(name, [])
+        if len(where) > 1:
+            raise ValueError(f"override {key!r} is ambiguous; use one of "
+                             f"{', '.join(f'{s}.{key}' for s in where)}")
+        section_name = where[0] if where else ""
+    if section_name not in sections or name not in _fields(sections[section_name]):
+        raise ValueError(f"unknown override {key!r} for preset {preset.name!r}; valid keys: "
+                         f"{', '.join(valid_override_keys(preset))}")
+    return section_name, name
+
+
+def typed_override(name: str | ModelPreset, key: str, value: Any) -> Any:
+    """``value`` converted to the type of the preset field that ``key`` overrides (``"4e-4"`` -> a
+    float, ``[1, 2]`` -> a tuple); ``ValueError`` for an unknown key or a value of the wrong kind."""
+    preset = get_preset(name) if isinstance(name, str) else name
+    if key in _TOP_LEVEL:
+        _top_level(key, value)  # checked; kept as given (an int size stays an int)
+        return value
+    section_name, field_name = _locate(preset, key)
+    return _typed(_sections(preset)[section_name], field_name, key, value)
+
+
+def _typed(section: Any, name: str, key: str, value: Any) -> Any:
+    """``value`` as the type the section's dataclass declares for ``name``."""
+    try:
+        hint = field_types(type(section))[name]
+    except (NameError, KeyError, TypeError):  # an unresolvable annotation: the current value's type
+        return coerce_like(key, value, getattr(section, name))
+    return coerce_value(key, value, hint)
 
 
 def apply_overrides(preset: ModelPreset, **overrides: Any) -> ModelPreset:
     """A copy of ``preset`` with ``overrides`` applied (see the module docstring for the keys)."""
     preset = dataclasses.replace(preset)  # shallow; every changed section is replaced below
-    sections, owners = _sections(preset), _owners(preset)
+    sections = _sections(preset)
     changes: dict[str, dict[str, Any]] = {}
     for key, value in overrides.items():
         if key in _TOP_LEVEL:
             setattr(preset, key, _top_level(key, value))
             continue
-        section_name, _, name = key.rpartition(".")
-        if not section_name:
-            where = owners.get(name, [])
-            if len(where) > 1:
-                raise ValueError(f"override {key!r} is ambiguous; use one of "
-                                 f"{', '.join(f'{s}.{key}' for s in where)}")
-            section_name = where[0] if where else ""
-        if section_name not in sections or name not in _fields(sections[section_name]):
-            raise ValueError(f"unknown override {key!r} for preset {preset.name!r}; valid keys: "
-                             f"{', '.join(valid_override_keys(preset))}")
-        old = getattr(sections[section_name], name)
-        changes.setdefault(section_name, {})[name] = _coerce(old, value)
+        section_name, name = _locate(preset, key)
+        changes.setdefault(section_name, {})[name] = _typed(sections[section_name], name, key, value)
 
     matcher = dataclasses.replace(preset.criterion.matcher, **changes.pop("matcher", {}))
     preset.criterion = dataclasses.replace(preset.criterion, matcher=matcher, **changes.pop("criterion", {}))
