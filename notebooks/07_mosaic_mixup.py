@@ -29,7 +29,8 @@ data_root = None
 # %%
 import matplotlib.pyplot as plt
 
-from deim.experiments.aggregate import VERDICT_NOTE, plot_bars, plot_curves, run_records, run_settings, summary_table
+from deim.experiments.aggregate import (VERDICT_NOTE, annotate_figure, plot_bars, plot_curves, run_records,
+                                        run_settings, summary_table)
 from deim.experiments.settings import mosaic_mixup_grid
 from deim.report.writer import FigureWriter
 
@@ -50,5 +51,7 @@ fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
 plot_bars(results, ax=a, title="final AP")
 plot_curves(results, ax=b, title="AP per epoch")
 fig.tight_layout()
+annotate_figure(fig, "Mosaic × mixup probabilities (Table 4)", scale, "Table 4 (RT-DETRv2-R50, 12 COCO epochs): "
+                "mosaic and mixup each converge faster than neither; both together fastest")
 out.save_figure(fig, "mosaic_mixup")
 plt.show()

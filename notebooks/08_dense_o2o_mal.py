@@ -29,7 +29,8 @@ data_root = None
 # %%
 import matplotlib.pyplot as plt
 
-from deim.experiments.aggregate import VERDICT_NOTE, plot_bars, plot_curves, run_records, run_settings, summary_table
+from deim.experiments.aggregate import (VERDICT_NOTE, annotate_figure, plot_bars, plot_curves, run_records,
+                                        run_settings, summary_table)
 from deim.experiments.settings import dense_o2o_mal_ablation
 from deim.report.writer import FigureWriter
 
@@ -60,6 +61,13 @@ print("+ Dense O2O 1x vs baseline 2x:", compare(results["+ Dense O2O, 1x"], resu
 fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4))
 plot_bars(results, ax=a, title="final AP")
 plot_curves(results, ax=b, title="AP per epoch")
+target = float(table.set_index("setting").loc["baseline (VFL), 2x", "AP_mean"])
+for ax in (a, b):  # the paper's claim: Dense O2O / DEIM at 1x reach the 2x baseline's final AP
+    ax.axhline(target, color="tab:red", ls=":", lw=1)
+a.text(len(results) - 0.5, target, " 2x baseline's final AP:\n the paper's 1x target", color="tab:red",
+       fontsize=7, va="bottom", ha="right")
 fig.tight_layout()
+annotate_figure(fig, "Dense O2O × MAL (Table 6)", scale, "Table 6 (RT-DETRv2-R50, D-FINE-L; COCO): Dense O2O at 36 "
+                "epochs reaches the baseline's 72-epoch AP; MAL adds more, mainly at high IoU (AP75)")
 out.save_figure(fig, "ablation")
 plt.show()

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
+from deim.engine.fit import snapshot_path
 from deim.experiments.protocol import PROTOCOLS, get_protocol
 from deim.experiments.parallel import train_missing
 from deim.experiments.runs import RunCache, RunSpec
@@ -68,6 +70,10 @@ def test_parallel_workers_fill_the_cache_and_report_a_failing_run(tmp_path):
         result = cache.load(spec)
         assert result is not None and result.key == spec.key() and len(result.history) == spec.protocol.epochs
         assert (cache.folder(spec) / "worker.log").is_file()
+        for epoch in spec.train_config().snapshot_epochs:  # EMA snapshots for the analyses of notebook 13
+            snap = torch.load(snapshot_path(cache.folder(spec), epoch), map_location="cpu", weights_only=True)
+            assert snap["epoch"] == epoch and "decoder.dec_score_head.0.weight" in snap["ema"]
+        assert spec.train_config().snapshot_epochs == (0, 1)
     assert train_missing(specs, jobs=2, cache=cache, progress=False) == []  # everything cached now
     missing = RunSpec("full", data_root=str(tmp_path / "no-coco"))
     with pytest.raises(RuntimeError, match="failed with exit code"):

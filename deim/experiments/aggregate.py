@@ -188,3 +188,36 @@ def compare(a: Sequence[RunResult], b: Sequence[RunResult], metric: str = "AP") 
     head += f", p = {p:.3f})"
     return head + {"higher": ": yes, significantly higher", "no clear difference":
                    ": no clear difference at these seeds", "lower": ": no, significantly lower"}[word]
+
+
+def data_label(scale: str) -> str:
+    """What a figure's subtitle says about the data: ``built-in Fashion-MNIST canvases, reduced``."""
+    from deim.experiments.protocol import get_protocol
+
+    dataset = get_protocol(scale).dataset
+    return f"{'built-in Fashion-MNIST canvases' if dataset == 'fashion' else 'COCO val2017'}, {scale}"
+
+
+def annotate_figure(fig: plt.Figure, title: str, scale: str, paper: str) -> None:
+    """Give ``fig`` a title naming the data and scale, and the paper's claim in a text box below."""
+    fig.suptitle(f"{title} — {data_label(scale)}", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    fig.text(0.5, -0.02, f"paper: {paper}", ha="center", va="top", fontsize=9, wrap=True,
+             bbox={"boxstyle": "round", "facecolor": "lightyellow", "edgecolor": "0.6"})
+
+
+def crossings(results: dict[str, list[RunResult]], target: float, metric: str = "AP") -> pd.DataFrame:
+    """Per run: the first epoch (1-based) and cumulative training hours at which ``metric`` reaches
+    ``target`` percent (``None`` when it never does), and its final value."""
+    rows = []
+    for name, runs in results.items():
+        for run in runs:
+            elapsed = np.cumsum([r["train_seconds"] for r in run.history]) / 3600.0
+            reached = [(r["epoch"] + 1, t) for r, t in zip(run.history, elapsed)
+                       if r.get(metric) is not None and 100 * r[metric] >= target]
+            epoch, hours = reached[0] if reached else (None, None)
+            rows.append({"setting": name, "seed": run.spec.get("seed"), "epochs trained": len(run.history),
+                         f"first epoch with {metric} >= {target:.1f}": epoch,
+                         "training hours then": None if hours is None else round(float(hours), 3),
+                         f"final {metric}": round(final_metric(run, metric), 2)})
+    return pd.DataFrame(rows)

@@ -54,3 +54,17 @@ def protocol_pilot(scale: str) -> dict[str, list[RunSpec]]:
     return {name: [RunSpec(scale=p.scale, seed=s, loss="vfl", gamma=2.0, mosaic_prob=0.0, mixup_prob=0.0,
                            epoch_factor=2) for s in PILOT_SEEDS]
             for name, p in PILOT_CANDIDATES[scale].items()}
+
+
+def notebook_runs(scale: str, notebooks: list[str], data_root: str | None = None) -> list[RunSpec]:
+    """Every run the given notebooks (by number, ``"08"``) read, each once: the study's runs for the
+    reproduction notebooks, the pilot's for ``12``."""
+    from deim.experiments.parallel import unique_specs
+
+    groups: list[dict[str, list[RunSpec]]] = []
+    if "12" in notebooks:
+        groups.append(protocol_pilot(scale))
+    if (set(notebooks) - {"12"}) & {"00", "05", "06", "07", "08", "09", "11", "13"}:
+        groups += [dense_o2o_mal_ablation(scale, data_root), gamma_sweep(scale, data_root),
+                   mosaic_mixup_grid(scale, data_root)]
+    return unique_specs(groups)

@@ -15,7 +15,10 @@ from pathlib import Path
 from deim.report.writer import SCALES, default_figures_dir
 
 
-RUN_NOTEBOOKS = ("00", "05", "06", "07", "08", "09", "11")  # the notebooks that read experiment runs
+RUN_NOTEBOOKS = ("00", "05", "06", "07", "08", "09", "11", "12")  # the notebooks that read experiment runs
+# Notebooks that run at smoke scale always but at larger scales only when named in ``only``: the
+# protocol pilot trains its own candidate runs, which a reproduction of the study does not need.
+OPT_IN = {"12": "the protocol pilot (trains its candidates' runs; about 30 minutes at reduced scale)"}
 
 
 @dataclass
@@ -84,12 +87,20 @@ def reproduce(scale: str, only: list[str] | None = None, notebooks_dir: str | Pa
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
     paths = discover(notebooks_dir, only)
+    if scale != "smoke":
+        named = set(only or ())
+        skipped = [p.stem for p in paths if p.stem[:2] in OPT_IN and not (named & {p.stem, p.stem[:2]})]
+        if skipped and progress:
+            print(f"[deim] skipping {', '.join(skipped)} at scale {scale} ({'; '.join(OPT_IN[s[:2]] for s in skipped)}): "
+                  f"name it with --only to run it", flush=True)
+        paths = [p for p in paths if p.stem not in skipped]
     if jobs > 1 and any(p.stem[:2] in RUN_NOTEBOOKS for p in paths):
         from deim.experiments.parallel import train_missing
-        from deim.experiments.settings import reproduction_runs
+        from deim.experiments.settings import notebook_runs
 
         t0 = time.perf_counter()
-        train_missing(reproduction_runs(scale, (params or {}).get("data_root")), jobs=jobs, progress=progress)
+        train_missing(notebook_runs(scale, [p.stem[:2] for p in paths], (params or {}).get("data_root")),
+                      jobs=jobs, progress=progress)
         if progress:
             print(f"[deim] experiment runs ready in {time.perf_counter() - t0:.0f}s", flush=True)
     cwd = Path(notebooks_dir).resolve().parent
