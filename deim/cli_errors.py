@@ -46,7 +46,7 @@ def one_line(exc: BaseException) -> str:
         return type(exc).__name__
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     extra = f" (+{len(lines) - 1} more lines: --debug shows them)" if len(lines) > 1 else ""
-    return lines[0] + extra
+    return (lines[0].rstrip(":") if extra else lines[0]) + extra
 
 
 def classify(exc: BaseException) -> int | None:
