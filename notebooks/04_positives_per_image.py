@@ -40,6 +40,7 @@ from deim.analysis.dense_o2o import (check_o2o_positives, o2o_positives, plot_po
                                      targets_per_image)
 from deim.data.aug_schedule import AugSchedule
 from deim.data.fashion import fashion_splits
+from deim.experiments.aggregate import annotate_figure
 from deim.report.writer import FigureWriter
 
 out = FigureWriter("04_positives_per_image", scale, figures_dir,
@@ -75,7 +76,9 @@ assert check_o2o_positives(sample, num_queries=NUM_QUERIES, num_classes=10), "O2
 print("Hungarian matching gives exactly min(targets, queries) positives on", len(sample), "images")
 
 # %%
-fig = plot_positives(positives, title=f"Positives per image over one epoch ({scale})")
+fig = plot_positives(positives, title="Positives per image over one epoch")
+annotate_figure(fig, "Dense O2O: one-to-one positives per image (Fig. 5)", scale, "Fig. 5 (COCO, one epoch): "
+                "Dense O2O raises the one-to-one positives per image markedly over plain O2O (no number given)")
 out.save_figure(fig, "positives_histogram")
 plt.show()
 

@@ -35,7 +35,7 @@ from deim.analysis.match_counts import match_counts, match_summary, plot_match_c
 from deim.data.aug_schedule import AugSchedule
 from deim.engine.data_build import build_training_data
 from deim.engine.inference import load_for_inference
-from deim.experiments.aggregate import run_records
+from deim.experiments.aggregate import annotate_figure, run_records
 from deim.experiments.runs import RunCache
 from deim.experiments.settings import dense_o2o_mal_ablation
 from deim.report.writer import FigureWriter
@@ -52,7 +52,10 @@ counts = match_counts(detector.model, data.train_loader)
 print(f"{len(counts)} images, model from run {run.key} (final AP {100 * run.final['AP']:.1f})")
 
 # %%
-fig = plot_match_counts(counts, title=f"O2O vs O2M positives per image ({scale})")
+fig = plot_match_counts(counts, title="O2O vs O2M positives per image")
+annotate_figure(fig, "Matching: one-to-one vs one-to-many (Fig. 2)", scale, "Fig. 2 (RT-DETRv2-R50, one COCO "
+                "epoch): O2O mostly below 10 positives per image; SimOTA (O2M) up to more than 80, about 10x O2O "
+                "at the extreme")
 out.save_figure(fig, "match_counts")
 plt.show()
 
