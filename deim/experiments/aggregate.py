@@ -14,22 +14,36 @@ VERDICT_NOTE = ("'AP vs X': difference of the mean final AP to setting X and the
                 "the seeds (same seed = same initialisation and data order); 'higher'/'lower' when p < 0.05.")
 
 
+CACHED_ONLY_ENV = "DEIM_ONLY_CACHED_RUNS"
+
+
 def run_settings(settings: dict[str, Sequence[RunSpec]], cache: RunCache | None = None,
-                 progress: bool = True) -> dict[str, list[RunResult]]:
-    """Get (read or train) every run; ``settings`` maps a row name to its seeds' specs."""
+                 progress: bool = True, cached_only: bool | None = None) -> dict[str, list[RunResult]]:
+    """Get (read or train) every run; ``settings`` maps a row name to its seeds' specs.
+
+    ``cached_only`` (default: the environment variable ``DEIM_ONLY_CACHED_RUNS`` is set to 1) reads
+    the finished runs only: a missing run is left out (and said so), a setting without any is dropped,
+    so a notebook renders what a partial study has (its tables give the seeds per row)."""
+    import os
+
     cache = cache or RunCache()
+    if cached_only is None:
+        cached_only = os.environ.get(CACHED_ONLY_ENV, "") == "1"
     total = sum(len(v) for v in settings.values())
     done = 0
     out: dict[str, list[RunResult]] = {}
     for name, specs in settings.items():
-        out[name] = []
+        runs = []
         for spec in specs:
-            cached = cache.load(spec) is not None
+            found = cache.load(spec)
             if progress:
-                print(f"[{done + 1}/{total}] {name} seed {spec.seed}: "
-                      f"{'cached' if cached else 'training'} ({spec.key()})", flush=True)
-            out[name].append(cache.get(spec))
+                state = "cached" if found is not None else ("missing, left out" if cached_only else "training")
+                print(f"[{done + 1}/{total}] {name} seed {spec.seed}: {state} ({spec.key()})", flush=True)
+            if found is not None or not cached_only:
+                runs.append(found if found is not None else cache.get(spec))
             done += 1
+        if runs:
+            out[name] = runs
     return out
 
 
