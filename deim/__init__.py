@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "build_model": "deim.models.build",
-    "build_criterion": "deim.models.build",
+    "build_criterion": "deim.losses.build",
     "build_postprocessor": "deim.models.build",
     "load_checkpoint": "deim.models.checkpoint",
     "list_presets": "deim.models.presets",

@@ -49,7 +49,7 @@ def add_data_arguments(p: argparse.ArgumentParser, required: bool = True) -> Non
 
 def _config(args: argparse.Namespace):
     from deim.cli_defaults import cap_queries, fill_builtin_defaults
-    from deim.config import DataConfig, TrainConfig, apply_overrides
+    from deim.engine.config import DataConfig, TrainConfig, apply_overrides
     from deim.engine.input_sizes import training_sizes
     from deim.engine.schedules import get_schedule
 
@@ -121,7 +121,7 @@ def _image_folders(cfg) -> list[Path | None]:
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
-    from deim.config import TrainConfig, apply_overrides
+    from deim.engine.config import TrainConfig, apply_overrides
     from deim.data.labels import LabelMap
     from deim.engine.data_build import build_eval_data
     from deim.engine.inference import check_preset, load_for_inference, read_checkpoint

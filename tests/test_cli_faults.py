@@ -56,7 +56,7 @@ def test_13_a_value_that_does_not_fit_its_field_is_one_line(tmp_path):
 
 
 def test_13_library_and_command_line_overrides_agree():
-    from deim.config import TrainConfig, apply_overrides
+    from deim.engine.config import TrainConfig, apply_overrides
     from deim.models.build import resolve_preset
 
     cfg = apply_overrides(TrainConfig.from_preset("deim_dfine_n"),

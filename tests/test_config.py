@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from deim.config import TrainConfig, apply_overrides, rescale_epochs
+from deim.engine.config import TrainConfig, apply_overrides, rescale_epochs
 from deim.engine.schedules import get_schedule
 
 

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from conftest import fixtures_dir
-from deim.models.build import build_criterion, build_model, build_postprocessor
+from deim.losses.build import build_criterion
+from deim.models.build import build_model, build_postprocessor
 
 FIXTURE_PRESETS = {"n": "deim_dfine_n", "s": "deim_dfine_s", "m": "deim_dfine_m", "l": "deim_dfine_l",
                    "x": "deim_dfine_x", "r18": "deim_rtdetrv2_r18", "r34": "deim_rtdetrv2_r34",

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from deim.cli_defaults import FASHION_DEFAULTS, cap_queries, fill_builtin_defaults
-from deim.config import DataConfig, TrainConfig
+from deim.engine.config import DataConfig, TrainConfig
 from deim.engine.input_sizes import training_sizes
 from deim.engine.schedules import get_schedule
 from deim.models.build import build_model, resolve_preset

@@ -68,7 +68,7 @@ def test_cli_errors_are_one_line(capsys):
 
 
 def test_rewritten_figures_do_not_make_the_tree_dirty_but_code_does(tmp_path):
-    from deim.report.provenance import git_state
+    from deim.provenance import git_state
 
     def git(*args):
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)

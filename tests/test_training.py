@@ -8,10 +8,10 @@ import json
 import pytest
 import torch
 
-from deim.config import DataConfig, TrainConfig
+from deim.engine.config import DataConfig, TrainConfig
 from deim.engine.fit import Trainer
 from deim.engine.schedules import get_schedule
-from deim.config import rescale_epochs
+from deim.engine.config import rescale_epochs
 
 TINY_MODEL = {"eval_spatial_size": 96, "num_queries": 12, "num_denoising": 6, "decoder.num_layers": 2}
 
@@ -108,7 +108,7 @@ def test_non_finite_losses_skip_the_step_and_stop_after_repeats():
 def test_evaluation_of_ground_truth_predictions_scores_ap_1():
     """The whole evaluation chain (real post-processor: boxes scaled to the original size, labels
     back to category ids, image ids) scores perfect predictions AP 1 on the built-in data."""
-    from deim.config import DataConfig
+    from deim.engine.config import DataConfig
     from deim.engine.data_build import build_eval_data
     from deim.engine.train_loop import evaluate_coco
     from deim.models.build import build_postprocessor

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from deim.config import DataConfig, TrainConfig
+from deim.engine.config import DataConfig, TrainConfig
 from deim.data.labels import LabelMap
 from deim.models.build import build_model
 

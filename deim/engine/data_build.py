@@ -1,4 +1,4 @@
-"""From a :class:`~deim.config.DataConfig` to datasets and loaders: one code path for COCO,
+"""From a :class:`~deim.engine.config.DataConfig` to datasets and loaders: one code path for COCO,
 any COCO-format folder, and the built-in Fashion-MNIST detection data."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Subset
 
-from deim.config import DataConfig
+from deim.engine.config import DataConfig
 from deim.data.aug_schedule import AugSchedule
 from deim.data.coco import CocoDetection
 from deim.data.collate import BatchCollator

@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from deim.config import TrainConfig
+from deim.engine.config import TrainConfig
 from deim.data.labels import LabelMap
 from deim.engine.backbone_pretrain import pretrained_backbone
 from deim.engine.checkpoint_repair import prepare_run_folder
@@ -42,7 +42,8 @@ from deim.engine.schedules import TrainSchedule
 from deim.engine.seeding import rng_state, seed_everything, set_rng_state
 from deim.engine.train_loop import NonFiniteGuard, evaluate_coco, train_one_epoch
 from deim.models.backbone_blocks import freeze_batch_norm
-from deim.models.build import build_criterion, build_model, build_postprocessor
+from deim.losses.build import build_criterion
+from deim.models.build import build_model, build_postprocessor
 from deim.models.checkpoint import load_backbone_weights, load_checkpoint
 from deim.models.query_budget import check_query_budget
 from deim.weights import resolve_weights

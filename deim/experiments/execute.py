@@ -4,9 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from deim.config import TrainConfig
+from deim.engine.config import TrainConfig
 from deim.engine.fit import Trainer
-from deim.report.provenance import provenance
+from deim.provenance import provenance
 
 
 def train_run(cfg: TrainConfig, progress: bool = False) -> tuple[list[dict[str, Any]], dict[str, float], Path,

@@ -3,7 +3,7 @@
 A :class:`RunSpec` names one setting of the paper's ablations (classification loss, γ, mosaic
 and mixup probabilities, budget, seed) at a scale. :meth:`RunSpec.train_config` resolves it,
 through the scale's :class:`~deim.experiments.protocol.Protocol`, into a complete
-:class:`~deim.config.TrainConfig`; the run's key is the SHA-1 of that config, so two notebooks
+:class:`~deim.engine.config.TrainConfig`; the run's key is the SHA-1 of that config, so two notebooks
 asking for the same setting share one run, and a changed protocol never reuses stale results.
 
 The cache folder (``$DEIM_CACHE/runs`` or ``~/.cache/deim/runs``) holds one folder per key::
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from deim.cache import cache_dir
-from deim.config import DataConfig, TrainConfig, rescale_epochs
+from deim.engine.config import DataConfig, TrainConfig, rescale_epochs
 from deim.engine.schedules import get_schedule
 from deim.experiments.protocol import Protocol, get_protocol, snapshot_epochs
 

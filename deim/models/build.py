@@ -1,7 +1,6 @@
 """Build a detector, its criterion and its postprocessor from a preset name plus overrides.
 
 >>> model = build_model("deim_dfine_s", num_classes=5, eval_spatial_size=(320, 320))
->>> criterion = build_criterion("deim_dfine_s", num_classes=5)
 >>> postprocessor = build_postprocessor("deim_dfine_s", num_classes=5)
 
 Override keys (the same set for all three builders, so one dict can be passed to each):
@@ -187,19 +186,6 @@ def build_model(name: str | ModelPreset, **overrides: Any) -> DEIM:
     backbone = build_backbone(preset)
     _check_consistency(preset, backbone)
     return DEIM(backbone=backbone, encoder=build_encoder(preset), decoder=build_decoder(preset))
-
-
-def build_criterion(name: str | ModelPreset, **overrides: Any) -> nn.Module:
-    """The training criterion of preset ``name`` (MAL for DEIM, VFL for the baselines)."""
-    from deim.losses.criterion import DEIMCriterion
-    from deim.losses.matcher import HungarianMatcher
-
-    preset = resolve_preset(name, **overrides)
-    c = preset.criterion
-    matcher = HungarianMatcher(**dataclasses.asdict(c.matcher))
-    return DEIMCriterion(matcher, weight_dict=dict(c.weight_dict), losses=list(c.losses), alpha=c.alpha,
-                         gamma=c.gamma, num_classes=preset.num_classes, reg_max=preset.decoder.reg_max,
-                         mal_alpha=c.mal_alpha, use_uni_set=c.use_uni_set)
 
 
 def build_postprocessor(name: str | ModelPreset, **overrides: Any) -> nn.Module:

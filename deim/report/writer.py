@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from deim.report.provenance import provenance
+from deim.provenance import provenance
 
 SCALES = ("smoke", "reduced", "full")
 
