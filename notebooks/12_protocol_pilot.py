@@ -74,8 +74,9 @@ if chosen is None:
 else:
     verdict = f"kept candidate {chosen.name} ({chosen.note})"
 print(verdict)
-if scale == "reduced" and (chosen is None or chosen.name != PILOT_CHOICE):
-    print(f"WARNING: the protocol says PILOT_CHOICE = {PILOT_CHOICE!r}, the rule says {verdict}")
+if scale == "reduced":
+    print(f"the reduced protocol adopts candidate {PILOT_CHOICE} (deim.experiments.protocol.PILOT_CHOICE says why)"
+          + ("" if chosen is not None and chosen.name == PILOT_CHOICE else ": it is not the rule's choice"))
 table
 
 # %%

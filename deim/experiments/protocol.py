@@ -9,9 +9,10 @@ into a few epochs, three seeds per setting. ``smoke`` is the same code on a few 
 
 How ``reduced`` was chosen (``notebooks/12_protocol_pilot``): the decision rule of
 :data:`PILOT_RULE` was fixed first; then the candidates of :data:`PILOT_CANDIDATES` were trained,
-judged only on the baseline (VFL, no Dense O2O) at its 2x budget with two seeds, and the first that
-meets the rule became ``reduced`` (same fields; a pilot run and the study's run of the same setting
-and seed share one run-cache entry). No DEIM, MAL or Dense O2O run was looked at while choosing,
+judged only on the baseline (VFL, no Dense O2O) at its 2x budget with two seeds; the first that
+meets the rule was to become ``reduced``. None met all of it (see :data:`PILOT_CHOICE` for what was
+adopted and why). ``reduced`` has the kept candidate's fields, so a pilot run and the study's run of
+the same setting and seed share one run-cache entry. No DEIM, MAL or Dense O2O run was looked at while choosing,
 and the method's own settings (γ, loss weights, matcher costs, schedule shape) were never touched.
 """
 from __future__ import annotations
@@ -118,7 +119,12 @@ PILOT_SEEDS = (0, 1)
 # The rule a candidate must meet (issue 10), judged on the 2x baseline's final-epoch COCO stats.
 PILOT_RULE = {"min_AP": 0.30, "min_AP50": 0.50, "max_last_quarter_gain": 0.10, "max_seed_spread": 0.015,
               "max_reproduce_minutes": 120.0}
-PILOT_CHOICE = "A"  # fixed from the pilot's outcome (notebook 12)
+# The pilot's outcome (notebook 12): no candidate met the whole rule. A and B fit the time budget but
+# their 2x baselines end far below 30 AP, still climbing; D is the regime in which the detector
+# converges, and its study does not fit 120 minutes at today's training speed. ``reduced`` adopts D:
+# a study that cannot tell the paper's claims from noise is worth less than one over budget, and the
+# budget is the training-throughput work's target (README, "The reduced protocol").
+PILOT_CHOICE = "D"
 # What a reproduction costs besides training, allowed for in the pilot's budget check: backbone
 # pre-training (~4 min), data generation (~0.5 min) and executing the notebooks (~5 min).
 FIXED_MINUTES = 10.0
@@ -131,7 +137,9 @@ def snapshot_epochs(epochs: int, count: int) -> tuple[int, ...]:
 
 PROTOCOLS: dict[str, Protocol] = {
     "smoke": _SMOKE,
-    "reduced": dataclasses.replace(PILOT_CANDIDATES["reduced"][PILOT_CHOICE], scale="reduced", note=""),
+    # two seeds so far: seeds are not part of a run's key, so a third adds runs and invalidates none
+    "reduced": dataclasses.replace(PILOT_CANDIDATES["reduced"][PILOT_CHOICE], scale="reduced", seeds=(0, 1),
+                                   note=""),
     "full": Protocol(scale="full", preset="deim_rtdetrv2_r50", schedule_preset="deim_rtdetrv2_r50", dataset="coco",
                      image_size=640, batch_size=16, epochs=36, seeds=(0,), num_workers=4, eval_every=1,
                      backbone_weights_env="DEIM_BACKBONE_WEIGHTS"),
