@@ -81,5 +81,5 @@ def test_snapshots_are_evenly_spaced_and_include_the_last_epoch():
     assert snapshot_epochs(12, 3) == (3, 7, 11)
     assert snapshot_epochs(2, 3) == (0, 1)
     assert snapshot_epochs(5, 0) == ()
-    cfg = RunSpec(scale="reduced", epoch_factor=2).train_config()
-    assert cfg.snapshot_epochs == (3, 7, 11)
+    assert RunSpec(scale="pilot_A", epoch_factor=2).train_config().snapshot_epochs == (3, 7, 11)
+    assert RunSpec(scale="reduced").train_config().snapshot_epochs == (1, 2, 4)  # 5 epochs
