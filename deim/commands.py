@@ -123,6 +123,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from deim.engine.config import TrainConfig, apply_overrides
     from deim.data.labels import LabelMap
+    from deim.engine.backends import with_backend
     from deim.engine.data_build import build_eval_data
     from deim.engine.inference import check_preset, load_for_inference, read_checkpoint
     from deim.engine.train_loop import evaluate_coco
@@ -156,6 +157,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     im = load_for_inference(state, preset=cfg.preset, image_size=cfg.data.image_size,
                             num_classes=val.label_map.num_classes, device=device,
                             model_overrides={**(entry.model if entry else {}), **cfg.model})
+    im = with_backend(im, args.backend, device)
     print(f"[deim] {cfg.preset} at {im.image_size} px on {len(loader.dataset)} images of {val.ann_file}")
     stats = evaluate_coco(im.model, im.postprocessor, loader, val.ann_file, val.label_map, device,
                           progress=not args.no_progress)
@@ -173,7 +175,14 @@ def _with_training_defaults(args: argparse.Namespace, preset: str) -> argparse.N
                                  "output_dir": "outputs/train", "data": args.data or "fashion"})
 
 
+def add_backend_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=["eager", "onnxruntime"], default="eager",
+                   help="who runs the model: eager PyTorch (default) or ONNX Runtime on the CPU (faster; exported on "
+                        "first use and cached in ~/.cache/deim/onnx; needs pip install 'deim[export]')")
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
+    from deim.engine.backends import with_backend
     from deim.engine.image_inputs import check_output_folder
     from deim.engine.inference import find_images, predict_images, write_predictions
     from deim.pretrained import load_pretrained
@@ -181,6 +190,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     im = load_pretrained(args.checkpoint, preset=args.preset, image_size=args.image_size, device=args.device)
     images = find_images(args.inputs)  # non-images skipped with a warning
     check_output_folder(args.output_dir, images)  # never over an input
+    im = with_backend(im, args.backend, args.device)
     results = predict_images(im, images, device=args.device)
     out = write_predictions(results, im.label_map, args.output_dir, args.threshold)
     print(f"[deim] {len(results)} images -> {args.output_dir} (annotated PNGs) and {out}")
@@ -244,6 +254,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--seed", type=int_at_least(0), default=0, help="picks the images of --set data.val_subset=N")
     ev.add_argument("--set", action="append", metavar="KEY=VALUE")
     ev.add_argument("--no-progress", action="store_true")
+    add_backend_argument(ev)
     ev.set_defaults(func=cmd_eval)
 
     pr = sub.add_parser("predict", help="detect objects in images; writes annotated PNGs and predictions.json",
@@ -260,6 +271,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--threshold", type=probability, default=0.4, help="minimum score drawn and written")
     pr.add_argument("--output-dir", default="outputs/predict")
     pr.add_argument("--device", default="cpu")
+    add_backend_argument(pr)
     pr.set_defaults(func=cmd_predict)
 
     ex = sub.add_parser("export", help="export a checkpoint to ONNX (opset 17, dynamic batch)",

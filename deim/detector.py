@@ -68,23 +68,29 @@ class Detector:
     """A model with its pre- and post-processing (see the module docstring).
 
     Images are resized to ``image_size`` (square, as in training) and the boxes scaled back to each
-    image's own size. ``threshold``: default minimum score of :meth:`__call__`.
+    image's own size. ``threshold``: default minimum score of :meth:`__call__`. ``backend``: who runs
+    the model, ``"eager"`` PyTorch or ``"onnxruntime"`` (CPU only, same outputs up to 1e-4, faster;
+    ``deim.engine.backends``).
     """
 
-    def __init__(self, inference: InferenceModel, threshold: float = 0.5, device: str | torch.device = "cpu") -> None:
-        self.inference = inference
+    def __init__(self, inference: InferenceModel, threshold: float = 0.5, device: str | torch.device = "cpu",
+                 backend: str = "eager") -> None:
+        from deim.engine.backends import with_backend  # noqa: PLC0415
+
         self.threshold = threshold
         self.device = torch.device(device)
-        self.inference.model.to(self.device).eval()
+        inference.model.to(self.device).eval()
+        self.inference = with_backend(inference, backend, self.device)
+        self.backend = backend
 
     @classmethod
     def from_pretrained(cls, spec: str | Path, preset: str | None = None, image_size: int | None = None,
                         threshold: float = 0.5, device: str | torch.device = "cpu",
-                        progress: bool = True) -> "Detector":
+                        progress: bool = True, backend: str = "eager") -> "Detector":
         """From a released model's name (``deim.list_pretrained()``), an http(s)/``file://`` URL or a
         checkpoint path (ours know their preset and classes; other files need ``preset``)."""
         return cls(load_pretrained(spec, preset=preset, image_size=image_size, device=device, progress=progress),
-                   threshold=threshold, device=device)
+                   threshold=threshold, device=device, backend=backend)
 
     @property
     def class_names(self) -> tuple[str, ...]:
