@@ -1,0 +1,96 @@
+"""CPU latency of detection at batch 1, 640 px: eager, eager deploy form, ONNX Runtime (and the official model).
+
+Every path takes the same real image of the built-in data resized to 640 (benchmarks/fixed_batch.py)
+and returns detections (labels, ``xyxy`` pixel boxes, scores), so the postprocessor is timed too:
+
+* ``eager``: ``model.eval()`` + postprocessor (what ``deim predict`` runs by default);
+* ``deploy``: ``model.deploy()`` (fused re-parameterised convs, unused decoder layers dropped) +
+  the postprocessor's deploy form;
+* ``onnxruntime``: the ONNX Runtime session of ``deim.models.onnx_runtime`` + the eager
+  postprocessor (``--backend onnxruntime``); exported on first use and cached on disk;
+* ``official`` (``--official PATH``): the official DEIM model built from its YAML config with our
+  weights loaded, in eval mode, + its postprocessor.
+
+The paths are timed alternately, call by call (benchmarks/interleave.py); the median is printed.
+COCO's 80 classes and the presets' defaults (300 queries) throughout.
+
+    python benchmarks/inference.py [--presets deim_dfine_n deim_dfine_s deim_rtdetrv2_r18]
+                                   [--runs 20] [--warmup 3] [--threads 2] [--official /path/to/DEIM]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from deim.models.build import build_model, build_postprocessor
+from deim.models.onnx_runtime import onnx_runtime_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fixed_batch import fixed_batch  # noqa: E402
+from interleave import describe_machine, interleaved, median  # noqa: E402
+
+PRESETS = ("deim_dfine_n", "deim_dfine_s", "deim_rtdetrv2_r18")
+SIZE = 640
+
+
+def build_paths(preset: str, official: str | None) -> dict[str, Callable[[int], object]]:
+    """``name -> call(i)`` running one detection of the fixed image for each path."""
+    images, _ = fixed_batch(1, SIZE)
+    sizes = torch.tensor([[SIZE, SIZE]])
+    torch.manual_seed(0)
+    model = build_model(preset, eval_spatial_size=SIZE).eval()
+    post = build_postprocessor(preset).eval()
+    deployed = copy.deepcopy(model).deploy()
+    post_deploy = copy.deepcopy(post).deploy()
+    runtime = onnx_runtime_model(model, preset, SIZE, threads=torch.get_num_threads())
+    paths: dict[str, Callable[[int], object]] = {
+        "eager": lambda i: post(model(images), sizes),
+        "deploy": lambda i: post_deploy(deployed(images), sizes),
+        "onnxruntime": lambda i: post(runtime(images), sizes),
+    }
+    if official:
+        from official_deim import OfficialDEIM  # noqa: PLC0415
+
+        theirs = OfficialDEIM(official, preset, {"eval_spatial_size": SIZE}, model.state_dict())
+        their_model, their_post = theirs.model.eval(), theirs.postprocessor.eval()
+        paths["official"] = lambda i: their_post(their_model(images), sizes)
+    return paths
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
+    parser.add_argument("--runs", type=int, default=20, help="timed calls per path")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed calls first")
+    parser.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime intra-op threads")
+    parser.add_argument("--official", metavar="PATH", help="checkout of the official DEIM code to compare with")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"machine: {describe_machine(args.threads)}")
+    rows = []
+    with torch.no_grad():
+        for preset in args.presets:
+            paths = build_paths(preset, args.official)
+            times = interleaved(paths, args.runs, args.warmup)
+            row = {name: 1000 * median(seconds) for name, seconds in times.items()}
+            rows.append((preset, row))
+            print(f"{preset}: " + "  ".join(f"{name} {ms:.1f} ms" for name, ms in row.items()))
+    names = list(rows[0][1])
+    header = "preset | " + " | ".join(f"{n} ms" for n in names)
+    if args.official:
+        header += " | onnxruntime/official | deploy/official | eager/official"
+    print(f"\nbatch 1, {SIZE} px, median of {args.runs}\n{header}")
+    for preset, row in rows:
+        line = f"{preset} | " + " | ".join(f"{row[n]:.1f}" for n in names)
+        if args.official:
+            line += " | " + " | ".join(f"{row[n] / row['official']:.2f}x" for n in ("onnxruntime", "deploy", "eager"))
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
