@@ -15,7 +15,7 @@ from pathlib import Path
 from deim.report.writer import SCALES, default_figures_dir
 
 
-RUN_NOTEBOOKS = ("00", "05", "06", "07", "08", "09", "11", "12")  # the notebooks that read experiment runs
+RUN_NOTEBOOKS = ("00", "05", "06", "07", "08", "09", "11", "12", "13")  # the notebooks that read experiment runs
 # Notebooks that run at smoke scale always but at larger scales only when named in ``only``: the
 # protocol pilot trains its own candidate runs, which a reproduction of the study does not need.
 OPT_IN = {"12": "the protocol pilot (trains its candidates' runs; about 30 minutes at reduced scale)"}
