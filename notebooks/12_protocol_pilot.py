@@ -69,8 +69,8 @@ out.save_table(table, "candidates", caption=(
     f"{sorted({r.spec['seed'] for rs in results.values() for r in rs})}; built-in Fashion-MNIST canvases "
     f"({scale}). AP in percent; rule: {PILOT_RULE}. Kept: the first candidate that meets every check."))
 if chosen is None:
-    verdict = "no candidate meets the rule; best final AP: " + max(
-        (f"{v.name} {100 * np.mean(v.final_ap):.1f}" for v in verdicts), key=lambda s: float(s.split()[-1]))
+    best = max(verdicts, key=lambda v: float(np.mean(v.final_ap)))
+    verdict = f"no candidate meets the rule; best final AP: {best.name} {100 * np.mean(best.final_ap):.2f}"
 else:
     verdict = f"kept candidate {chosen.name} ({chosen.note})"
 print(verdict)
