@@ -81,3 +81,32 @@ def test_parallel_workers_fill_the_cache_and_report_a_failing_run(tmp_path):
     with pytest.raises(RuntimeError, match="failed with exit code"):
         train_missing([missing], jobs=2, cache=cache, progress=False)
     assert cache.load(missing) is None
+
+
+def test_a_canvas_recipe_changes_the_data_and_the_run_key(tmp_path, monkeypatch):
+    """A protocol's ``canvas`` reaches the generated images (their manifest) and the run key; a
+    protocol without one keeps the key it had before the field existed (no ``fashion_canvas`` in it)."""
+    import dataclasses
+    import json
+
+    from deim.engine.config import DataConfig
+    from deim.engine.data_build import data_paths
+
+    monkeypatch.setenv("DEIM_CACHE", str(tmp_path))
+    plain_key, bare = RunSpec("smoke").key(), RunSpec("smoke").train_config()
+    assert bare.data.fashion_canvas == {}
+    monkeypatch.setitem(PROTOCOLS, "smoke", dataclasses.replace(PROTOCOLS["smoke"], canvas={"clutter_per_image": (0, 0)}))
+    clean = RunSpec("smoke")
+    assert clean.train_config().data.fashion_canvas == {"clutter_per_image": (0, 0)}
+    assert clean.key() != plain_key
+    paths = data_paths(clean.train_config().data)
+    default = data_paths(DataConfig(fashion_scale="smoke"))
+    assert paths.train_ann != default.train_ann
+    manifest = json.loads((paths.train_ann.parent / "manifest.json").read_text())
+    assert manifest["params"]["clutter_per_image"] == [0, 0]
+
+
+def test_the_protocol_sets_the_ema_decay():
+    assert RunSpec("reduced").train_config().resolved_schedule().ema_decay == PROTOCOLS["reduced"].ema_decay
+    assert PROTOCOLS["smoke"].ema_decay is None
+    assert RunSpec("smoke").train_config().resolved_schedule().ema_decay == 0.9999  # the paper's

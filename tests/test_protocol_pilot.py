@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from deim.analysis.protocol_pilot import choose, judge, last_quarter_gain
 from deim.experiments.protocol import PILOT_CANDIDATES, PILOT_CHOICE, PILOT_RULE, PROTOCOLS, get_protocol
@@ -82,4 +83,39 @@ def test_snapshots_are_evenly_spaced_and_include_the_last_epoch():
     assert snapshot_epochs(2, 3) == (0, 1)
     assert snapshot_epochs(5, 0) == ()
     assert RunSpec(scale="pilot_A", epoch_factor=2).train_config().snapshot_epochs == (3, 7, 11)
-    assert RunSpec(scale="reduced").train_config().snapshot_epochs == (1, 2, 4)  # 5 epochs
+    assert RunSpec(scale="reduced").train_config().snapshot_epochs == (1, 3, 5)  # 6 epochs
+
+
+def test_ema_lag_scores_the_ema_and_the_raw_weights_of_a_checkpoint(tmp_path):
+    """A hand-made checkpoint whose EMA and raw weights differ (two initialisations): each score
+    comes from the weights it names, and the EMA's decay and steps are read from the checkpoint."""
+    from deim import build_model
+    from deim.analysis.ema_lag import ema_horizon, ema_vs_raw, with_weights
+    from deim.engine.data_build import build_eval_data
+    from deim.engine.inference import load_for_inference
+    from deim.experiments.runs import RunSpec
+
+    assert ema_horizon(0.99) == pytest.approx(100) and ema_horizon(0.0) == 1
+    with pytest.raises(ValueError, match="decay"):
+        ema_horizon(1.0)
+    cfg = RunSpec(scale="smoke").train_config()
+    val, _ = build_eval_data(cfg.data, seed=cfg.seed)
+    models = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        models.append(build_model(cfg.preset, **cfg.model, num_classes=val.label_map.num_classes).state_dict())
+    state = {"config": cfg.to_dict(), "label_map": val.label_map.to_dict(), "model": models[1],
+             "ema": {"module": models[0], "updates": 7, "decay": 0.9999, "warmups": 4}}
+    for which, expected in (("ema", models[0]), ("raw", models[1])):
+        loaded = load_for_inference(with_weights(state, which)).model.state_dict()
+        assert all(torch.equal(loaded[k], v) for k, v in expected.items())
+    with pytest.raises(ValueError, match="which"):
+        with_weights(state, "best")
+    path = tmp_path / "last.pth"
+    torch.save(state, path)
+    m = ema_vs_raw(path)
+    assert m["steps"] == 7 and m["ema_decay"] == 0.9999 and m["ema_horizon"] == pytest.approx(10_000)
+    assert all(0.0 <= m[k] <= 1.0 for k in ("AP_ema", "AP_raw", "AP50_ema", "AP50_raw"))
+    torch.save({"model": models[0]}, path)
+    with pytest.raises(ValueError, match="not a deim training checkpoint"):
+        ema_vs_raw(path)

@@ -26,7 +26,9 @@ class DataConfig:
 
     ``dataset``: ``coco`` (``root`` holds ``train2017/``, ``val2017/``, ``annotations/``),
     ``custom`` (any COCO-format folder: the four ``train_*``/``val_*`` paths) or ``fashion``
-    (the built-in Fashion-MNIST detection data at ``fashion_scale``).
+    (the built-in Fashion-MNIST detection data at ``fashion_scale``; ``fashion_canvas`` overrides
+    keywords of that scale's canvas recipe, ``deim.data.fashion.FASHION_CANVAS``, e.g.
+    ``{"clutter_per_image": (0, 0)}``).
     """
 
     dataset: str = "fashion"
@@ -36,6 +38,7 @@ class DataConfig:
     val_images: str | None = None
     val_ann: str | None = None
     fashion_scale: str = "reduced"
+    fashion_canvas: dict[str, Any] = field(default_factory=dict)
     image_size: int = 640
     num_workers: int = 2
     mosaic_cache: bool = False

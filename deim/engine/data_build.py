@@ -37,7 +37,7 @@ def data_paths(cfg: DataConfig, need_train: bool = True) -> DataPaths:
     if cfg.dataset == "fashion":
         from deim.data.fashion import fashion_splits
 
-        splits = fashion_splits(cfg.fashion_scale)
+        splits = fashion_splits(cfg.fashion_scale, **cfg.fashion_canvas)
         return DataPaths(*splits["train"], *splits["val"], remap_mscoco=False)
     if cfg.dataset == "coco":
         if not cfg.root:

@@ -58,9 +58,10 @@ def _prepare_shared_inputs(specs: list[RunSpec], progress: bool) -> None:
     built: set[str] = set()
     for spec in specs:
         data = spec.train_config().data
-        if data.dataset == "fashion" and data.fashion_scale not in built:
+        recipe = json.dumps([data.fashion_scale, data.fashion_canvas], sort_keys=True)
+        if data.dataset == "fashion" and recipe not in built:
             data_paths(data)
-            built.add(data.fashion_scale)
+            built.add(recipe)
     for preset, model, recipe in {(s.protocol.preset, json.dumps(s.protocol.model, sort_keys=True),
                                    s.protocol.backbone_pretrain) for s in specs}:
         if recipe is not None:

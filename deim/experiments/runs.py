@@ -94,7 +94,7 @@ class RunSpec:
         p = self.protocol
         base = get_schedule(p.schedule_preset)
         schedule = rescale_epochs(base, p.epochs * self.epoch_factor).scaled_to_batch(p.batch_size)
-        changes = {k: getattr(p, k) for k in ("lr", "backbone_lr", "warmup_iter", "ema_warmups")
+        changes = {k: getattr(p, k) for k in ("lr", "backbone_lr", "warmup_iter", "ema_warmups", "ema_decay")
                    if getattr(p, k) is not None}
         aug = dataclasses.replace(schedule.aug, mosaic_prob=self.mosaic_prob, mixup_prob=self.mixup_prob,
                                   base_size=p.image_size, base_size_repeat=None)
@@ -105,7 +105,8 @@ class RunSpec:
             data = DataConfig(dataset="coco", root=self.data_root, image_size=p.image_size, num_workers=p.num_workers)
         else:
             data = DataConfig(dataset="fashion", fashion_scale=p.fashion_scale, image_size=p.image_size,
-                              num_workers=p.num_workers, train_subset=p.train_subset, val_subset=p.val_subset)
+                              num_workers=p.num_workers, train_subset=p.train_subset, val_subset=p.val_subset,
+                              fashion_canvas=dict(p.canvas))
         weights = os.environ.get(p.backbone_weights_env) if p.backbone_weights_env else None
         return TrainConfig(preset=p.preset, model=dict(p.model), criterion=self.criterion_overrides(), data=data,
                            schedule=schedule, seed=self.seed, eval_every=p.eval_every, output_dir=str(output_dir),
@@ -117,6 +118,8 @@ class RunSpec:
         weights file enters by its content (SHA-256), not its path."""
         d = self.train_config().to_dict()
         d.pop("output_dir", None)
+        if not d["data"].get("fashion_canvas"):  # absent before it existed: the keys of such runs stay
+            d["data"].pop("fashion_canvas", None)
         weights = d.pop("backbone_weights", None)
         if weights is not None:
             d["backbone_weights_sha256"] = file_sha256(weights)
