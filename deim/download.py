@@ -7,7 +7,6 @@ checksum is given) verified, so an interrupted or failed download never leaves a
 """
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import tempfile
@@ -16,6 +15,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
+
+from deim.cache import sha256_file
 
 CHUNK = 1 << 20
 
@@ -26,15 +27,6 @@ class DownloadError(FileNotFoundError):
 
 class ChecksumError(ValueError):
     """The downloaded (or cached) file's SHA-256 is not the expected one."""
-
-
-def sha256_of(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def is_google_drive(url: str) -> bool:
@@ -58,7 +50,7 @@ def download(url: str, dest: str | Path, sha256: str | None = None, progress: bo
     try:
         fetch(url, tmp, progress, timeout)
         if sha256 is not None:
-            actual = sha256_of(tmp)
+            actual = sha256_file(tmp)
             if actual != sha256.lower():
                 raise ChecksumError(f"{url}: SHA-256 {actual} does not match the expected {sha256}; "
                                     f"the download was discarded")

@@ -14,7 +14,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from deim.cache import cache_dir
-from deim.download import ChecksumError, DownloadError, download, sha256_of
+from deim.cache import sha256_file
+from deim.download import ChecksumError, DownloadError, download
 from deim.zoo import PretrainedModel, find_pretrained, list_pretrained
 
 
@@ -51,7 +52,7 @@ def resolve_weights(spec: str | Path, progress: bool = True) -> Path:
     url, sha256 = (entry.url, entry.sha256) if entry is not None else (text, None)
     dest = cached_path(text)
     if dest.is_file():
-        if sha256 is not None and sha256_of(dest) != sha256.lower():
+        if sha256 is not None and sha256_file(dest) != sha256.lower():
             raise ChecksumError(f"cached {dest} does not have the published SHA-256 {sha256}; delete it to "
                                 f"download it again")
         return dest

@@ -35,10 +35,12 @@ from deim.analysis.dense_o2o import MODES, draw_batch, sample_batch
 from deim.data.coco import CocoDetection
 from deim.data.fashion import fashion_splits
 from deim.data.statistics import dataset_statistics
+from deim.experiments.protocol import get_protocol
 from deim.report.writer import FigureWriter
 
 out = FigureWriter("03_dense_o2o_samples", scale, figures_dir)
-splits = fashion_splits("smoke" if scale == "smoke" else "reduced")
+protocol = get_protocol("smoke" if scale == "smoke" else "reduced")  # the canvases the study trains on
+splits = fashion_splits(protocol.fashion_scale, **protocol.canvas)
 img_folder, ann_file = splits["train"]
 names = CocoDetection(img_folder, ann_file).label_map.names
 IMAGE_SIZE, BATCH = 320, 4

@@ -39,7 +39,7 @@ import numpy as np
 import PIL.Image
 import PIL.ImageFilter
 
-from deim.cache import cache_dir
+from deim.cache import cache_dir, sha256_file
 from deim.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 
 GENERATOR_VERSION = 1
@@ -148,7 +148,7 @@ def _is_complete(folder: Path, params: FashionParams) -> bool:
         meta = json.loads(manifest.read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    if meta.get("params") != json.loads(json.dumps(asdict(params))) or meta.get("sha256") != _sha256(ann):
+    if meta.get("params") != json.loads(json.dumps(asdict(params))) or meta.get("sha256") != sha256_file(ann):
         return False
     images = folder / "images"
     return images.is_dir() and sum(1 for _ in os.scandir(images)) == params.num_images
@@ -174,7 +174,7 @@ def _generate(folder: Path, params: FashionParams, workers: int) -> None:
     ann = folder / "annotations.json"
     ann.write_text(json.dumps({"info": {"description": "deim built-in Fashion-MNIST detection", **asdict(params)},
                                "images": images, "annotations": annotations, "categories": categories}))
-    (folder / "manifest.json").write_text(json.dumps({"params": asdict(params), "sha256": _sha256(ann),
+    (folder / "manifest.json").write_text(json.dumps({"params": asdict(params), "sha256": sha256_file(ann),
                                                       "num_objects": len(annotations)}, indent=1))
 
 
@@ -276,7 +276,3 @@ def _background(rng: np.random.Generator, items: np.ndarray, params: FashionPara
     noise = rng.standard_normal((half, half), dtype=np.float32) * rng.uniform(3.0, 10.0)
     canvas += noise.repeat(2, 0).repeat(2, 1)[:size, :size]
     return canvas
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
