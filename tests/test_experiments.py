@@ -71,7 +71,7 @@ def test_parallel_workers_fill_the_cache_and_report_a_failing_run(tmp_path):
     for spec in specs:
         result = cache.load(spec)
         assert result is not None and result.key == spec.key() and len(result.history) == spec.protocol.epochs
-        assert (cache.folder(spec) / "worker.log").is_file()
+        assert f"run {spec.key()} finished" in (cache.folder(spec) / "worker.log").read_text()  # the worker's line
         for epoch in spec.train_config().snapshot_epochs:  # EMA snapshots for the analyses of notebook 13
             snap = torch.load(snapshot_path(cache.folder(spec), epoch), map_location="cpu", weights_only=True)
             assert snap["epoch"] == epoch and "decoder.dec_score_head.0.weight" in snap["ema"]

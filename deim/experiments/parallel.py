@@ -1,15 +1,17 @@
-"""Train the missing runs of a reproduction in parallel worker processes.
+"""Train the missing runs of a reproduction in parallel worker processes: the runner and its worker.
 
 A small model on a 2-core CPU uses its cores poorly from one process (Python overhead, data
 loading, small kernels); two runs side by side with one thread each get more done per minute than
-one run with two threads. :func:`train_missing` starts one ``python -m deim.experiments.worker``
-process per run, ``jobs`` at a time, longest runs first, each writing its log to
+one run with two threads. :func:`train_missing` starts one ``python -m deim.experiments.parallel``
+process per run (:func:`worker_main`, the worker, below), ``jobs`` at a time, longest runs first, each writing its log to
 ``<run folder>/worker.log``; the notebooks afterwards find every run in the cache. A worker that
 fails stops the whole call with the tail of its log (finished runs stay cached; unfinished ones
 resume from their ``last.pth`` next time).
 
 Timing: a run's seconds per epoch are measured while another run shares the machine. Notebook 11
 compares settings trained under the same load, and says so.
+
+Worker usage: ``python -m deim.experiments.parallel <cache root> <RunSpec as JSON> <torch threads>``.
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ from pathlib import Path
 import torch
 
 from deim.experiments.runs import RunCache, RunSpec
+
+WORKER_MODULE = "deim.experiments.parallel"  # what each worker process runs (``python -m``)
 
 
 def unique_specs(groups: Iterable[dict[str, list[RunSpec]]]) -> list[RunSpec]:
@@ -42,7 +46,7 @@ def _launch(spec: RunSpec, cache: RunCache, threads: int) -> tuple[subprocess.Po
     folder.mkdir(parents=True, exist_ok=True)
     log = folder / "worker.log"
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    cmd = [sys.executable, "-m", "deim.experiments.worker", str(cache.root), json.dumps(dataclasses.asdict(spec)),
+    cmd = [sys.executable, "-m", WORKER_MODULE, str(cache.root), json.dumps(dataclasses.asdict(spec)),
            str(threads)]
     with open(log, "ab") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
@@ -115,3 +119,19 @@ def train_missing(specs: list[RunSpec], jobs: int = 2, threads: int = 1, cache: 
         for proc, *_ in running:
             proc.wait()
     return done
+
+
+def worker_main(argv: list[str]) -> int:
+    """One worker of :func:`train_missing`: train the run ``argv = [cache root, RunSpec as JSON,
+    torch threads]`` into the run cache (or read it when it is there already)."""
+    root, spec_json, threads = argv
+    torch.set_num_threads(int(threads))
+    spec = RunSpec(**json.loads(spec_json))
+    result = RunCache(root).get(spec)
+    print(f"[deim] run {result.key} finished: AP {result.final.get('AP', float('nan')):.4f} "
+          f"in {result.seconds:.0f}s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main(sys.argv[1:]))
