@@ -8,10 +8,10 @@ import torch
 
 from deim.engine.fit import snapshot_path
 from deim.experiments.protocol import PROTOCOLS, get_protocol
-from deim.experiments.parallel import train_missing, unique_specs
+from deim.experiments.parallel import train_missing, train_notebook_runs
 from deim.experiments.runs import RunCache, RunSpec
 from deim.experiments.settings import (NOTEBOOK_RUNS, dense_o2o_mal_ablation, gamma_sweep, mosaic_mixup_grid,
-                                      notebook_runs, protocol_pilot, reproduction_runs)
+                                      notebook_runs, protocol_pilot, reproduction_runs, unique_specs)
 
 from conftest import REPO_ROOT
 
@@ -92,6 +92,7 @@ def test_notebook_runs_are_the_study_the_pilot_or_nothing():
     assert keys(notebook_runs("smoke", ["12"])) == pilot
     assert keys(notebook_runs("smoke", ["12", "13", "01"])) == list(dict.fromkeys(pilot + study))  # pilot first
     assert notebook_runs("smoke", ["01", "02", "03", "04", "10"]) == []
+    assert train_notebook_runs("smoke", ["01", "10"], cache=RunCache("/nonexistent"), progress=False) == []
 
 
 def test_parallel_workers_fill_the_cache_and_report_a_failing_run(tmp_path):

@@ -7,9 +7,8 @@ notebook, so each of those runs is trained once.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 
-from deim.experiments.parallel import unique_specs
 from deim.experiments.protocol import PILOT_CANDIDATES, PILOT_SEEDS, get_protocol
 from deim.experiments.runs import RunSpec
 
@@ -71,6 +70,16 @@ NOTEBOOK_RUNS: dict[str, tuple[SettingGroup, ...]] = {
     "12": (protocol_pilot,),
     "13": (dense_o2o_mal_ablation,),
 }
+
+
+def unique_specs(groups: Iterable[Settings]) -> list[RunSpec]:
+    """Every spec of the settings ``groups`` once (by run key), in first-seen order."""
+    seen: dict[str, RunSpec] = {}
+    for settings in groups:
+        for specs in settings.values():
+            for spec in specs:
+                seen.setdefault(spec.key(), spec)
+    return list(seen.values())
 
 
 def reproduction_runs(scale: str, data_root: str | None = None) -> list[RunSpec]:

@@ -81,8 +81,8 @@ def reproduce(scale: str, only: list[str] | None = None, notebooks_dir: str | Pa
     """Execute every notebook (or ``only`` some) at ``scale``; write ``INDEX.md`` in the figures dir.
 
     ``jobs > 1`` first trains the experiment runs the selected notebooks need, that many at a time
-    (:func:`deim.experiments.parallel.train_missing`; which runs each notebook reads is declared in
-    :data:`deim.experiments.settings.NOTEBOOK_RUNS`); the notebooks then read them from the run cache.
+    (:func:`deim.experiments.parallel.train_notebook_runs`; which runs each notebook reads is declared
+    in :data:`deim.experiments.settings.NOTEBOOK_RUNS`); the notebooks then read them from the run cache.
     """
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
@@ -95,15 +95,10 @@ def reproduce(scale: str, only: list[str] | None = None, notebooks_dir: str | Pa
                   f"name it with --only to run it", flush=True)
         paths = [p for p in paths if p.stem not in skipped]
     if jobs > 1:
-        from deim.experiments.parallel import train_missing
-        from deim.experiments.settings import notebook_runs
+        from deim.experiments.parallel import train_notebook_runs
 
-        t0 = time.perf_counter()
-        specs = notebook_runs(scale, [p.stem[:2] for p in paths], (params or {}).get("data_root"))
-        if specs:  # some selected notebook reads experiment runs
-            train_missing(specs, jobs=jobs, progress=progress)
-            if progress:
-                print(f"[deim] experiment runs ready in {time.perf_counter() - t0:.0f}s", flush=True)
+        train_notebook_runs(scale, [p.stem[:2] for p in paths], (params or {}).get("data_root"), jobs=jobs,
+                            progress=progress)
     cwd = Path(notebooks_dir).resolve().parent
     figures = Path(figures_dir) if figures_dir else cwd / default_figures_dir(scale)
     figures.mkdir(parents=True, exist_ok=True)
