@@ -40,7 +40,7 @@ from deim.engine.resume_check import check_resume_matches
 from deim.engine.run_history import RunLog
 from deim.engine.schedules import TrainSchedule
 from deim.engine.seeding import rng_state, seed_everything, set_rng_state
-from deim.engine.train_loop import NonFiniteGuard, evaluate_coco, train_one_epoch
+from deim.engine.train_loop import NonFiniteGuard, TrainingState, evaluate_coco, train_one_epoch
 from deim.models.backbone_blocks import freeze_batch_norm
 from deim.losses.build import build_criterion
 from deim.models.build import build_model, build_postprocessor
@@ -206,13 +206,13 @@ class Trainer:
         """Train from ``start_epoch`` to the schedule's end (or ``max_epochs`` epochs in total)."""
         epochs = self.schedule.epochs if max_epochs is None else min(max_epochs, self.schedule.epochs)
         log = RunLog(self.output_dir, enabled=self.info.is_main)
-        guard = NonFiniteGuard(self.cfg.max_nonfinite)
+        train = TrainingState(self.ddp, self.criterion, self.data.train_loader, self.optimizer, self.device,
+                              lr_scheduler=self.lr_scheduler, ema=self.ema, scaler=self.scaler,
+                              amp_dtype=self.amp_dtype, clip_max_norm=self.schedule.clip_max_norm,
+                              guard=NonFiniteGuard(self.cfg.max_nonfinite), progress=self.progress)
         for epoch in range(self.start_epoch, epochs):
             self.data.train_loader.set_epoch(epoch)
-            stats = train_one_epoch(self.ddp, self.criterion, self.data.train_loader, self.optimizer, epoch=epoch,
-                                    start_iter=self.iteration, device=self.device, lr_scheduler=self.lr_scheduler,
-                                    ema=self.ema, scaler=self.scaler, amp_dtype=self.amp_dtype,
-                                    clip_max_norm=self.schedule.clip_max_norm, guard=guard, progress=self.progress)
+            stats = train_one_epoch(train, epoch, self.iteration)
             self.iteration += self.iters_per_epoch
             row: dict[str, Any] = {"epoch": epoch, "stage": self.schedule.aug.stage(epoch), "lr": stats.lr,
                                    "train_seconds": round(stats.seconds, 3),
