@@ -25,10 +25,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from deim.data.labels import LabelMap
 from deim.engine.checkpointing import (  # noqa: F401 - snapshot_path is re-exported
     RunProgress, atomic_save, gather_rng_states, prepare_run_folder, resume_training, snapshot_path,
     training_checkpoint)
-from deim.data.labels import LabelMap
 from deim.engine.config import TrainConfig
 from deim.engine.console import epoch_line
 from deim.engine.data_build import TrainingData
@@ -164,7 +164,8 @@ class Trainer:
                     if improved:
                         atomic_save(state, self.output_dir / "best.pth")
             if epoch in self.cfg.snapshot_epochs and self.info.is_main:
-                atomic_save({"epoch": epoch, "ema": self.ema.module.state_dict()}, snapshot_path(self.output_dir, epoch))
+                atomic_save({"epoch": epoch, "ema": self.ema.module.state_dict()},
+                            snapshot_path(self.output_dir, epoch))
             barrier()
         log.close()
         return self.history

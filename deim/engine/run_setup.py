@@ -2,7 +2,8 @@
 
 In this order, which fixes the initial weights and every RNG stream (changing it changes every
 run): processes (DDP under ``torchrun``) and device, the schedule at the training image size, the
-query budget check (before any work), seeds, data, the model (``torch.manual_seed(cfg.seed)``, so
+query budget check (before any work), seeds, data, the preset resolved once
+(:func:`deim.engine.run_preset.resolve_run_preset`), the model (``torch.manual_seed(cfg.seed)``, so
 every process starts alike) and its start weights, BatchNorm (frozen or synchronised), criterion,
 post-processor, the DDP wrapper, optimiser, LR schedule, EMA and AMP.
 """
@@ -20,10 +21,10 @@ from deim.engine.config import TrainConfig
 from deim.engine.data_build import TrainingData, build_training_data
 from deim.engine.distributed import DistInfo, init_distributed
 from deim.engine.ema import ModelEMA
-from deim.engine.inference import capped_top_k
 from deim.engine.input_sizes import training_sizes
 from deim.engine.lr_schedule import FlatCosineScheduler
-from deim.engine.param_groups import OptimizerConfig, build_optimizer
+from deim.engine.param_groups import build_optimizer
+from deim.engine.run_preset import RunPreset, resolve_run_preset
 from deim.engine.schedules import TrainSchedule
 from deim.engine.seeding import seed_everything
 from deim.engine.train_loop import NonFiniteGuard, TrainingState
@@ -35,17 +36,22 @@ from deim.models.query_budget import check_query_budget
 
 @dataclass
 class RunParts:
-    """What :func:`build_run` returns: the run's config, processes, schedule and data, the bare
-    model (``train.model`` is its DDP wrapper under DDP), the post-processor and the training state."""
+    """What :func:`build_run` returns: the run's config, processes, resolved preset (with the
+    schedule at the training size) and data, the bare model (``train.model`` is its DDP wrapper
+    under DDP), the post-processor and the training state the loop steps."""
 
     cfg: TrainConfig
     info: DistInfo
-    schedule: TrainSchedule
+    preset: RunPreset
     data: TrainingData
     model: nn.Module
     postprocessor: nn.Module
     train: TrainingState
     iters_per_epoch: int
+
+    @property
+    def schedule(self) -> TrainSchedule:
+        return self.preset.schedule
 
     @property
     def label_map(self) -> LabelMap:
@@ -82,18 +88,16 @@ def build_run(cfg: TrainConfig, progress: bool = True) -> RunParts:
     seed_everything(cfg.seed, info.rank)
     data = build_training_data(cfg.data, schedule.aug, seed=cfg.seed,
                                batch_size=schedule.total_batch_size // info.world_size)
-    overrides = dict(cfg.model, num_classes=data.label_map.num_classes)
+    preset = resolve_run_preset(cfg, schedule, data.label_map.num_classes)
     torch.manual_seed(cfg.seed)  # the same initial weights in every process
-    model = build_model(cfg.preset, **overrides)
+    model = build_model(preset.model)
     load_start_weights(model, cfg, info, progress=progress)
     model = _batch_norm(model, cfg, info).to(device)
-    criterion = build_criterion(cfg.preset, **{**overrides, **cfg.criterion}).to(device)
-    postprocessor = build_postprocessor(cfg.preset, **capped_top_k(cfg.preset, overrides))
+    criterion = build_criterion(preset.criterion).to(device)
+    postprocessor = build_postprocessor(preset.postprocessor)
     ddp = (nn.parallel.DistributedDataParallel(model, device_ids=None if device.type == "cpu" else [device.index],
                                                find_unused_parameters=True) if info.enabled else model)
-    no_decay_bias = cfg.preset in ("deim_dfine_n", "dfine_n")  # the official N config exempts biases
-    optimizer = build_optimizer(model, OptimizerConfig(schedule.lr, schedule.backbone_lr, schedule.weight_decay,
-                                                       no_decay_bias=no_decay_bias))
+    optimizer = build_optimizer(model, preset.optimizer_config())
     iters_per_epoch = len(data.train_loader)
     if iters_per_epoch == 0:
         raise ValueError(f"the training set ({len(data.train_loader.dataset)} images) is smaller than "
@@ -104,7 +108,7 @@ def build_run(cfg: TrainConfig, progress: bool = True) -> RunParts:
     train = TrainingState(ddp, criterion, data.train_loader, optimizer, device, lr_scheduler=lr_scheduler, ema=ema,
                           scaler=scaler, amp_dtype=amp_dtype, clip_max_norm=schedule.clip_max_norm,
                           guard=NonFiniteGuard(cfg.max_nonfinite), progress=progress)
-    return RunParts(cfg, info, schedule, data, model, postprocessor, train, iters_per_epoch)
+    return RunParts(cfg, info, preset, data, model, postprocessor, train, iters_per_epoch)
 
 
 def _batch_norm(model: nn.Module, cfg: TrainConfig, info: DistInfo) -> nn.Module:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, replace
 
 from deim.data.aug_schedule import AugSchedule
 from deim.engine.lr_schedule import FlatCosine
+from deim.engine.param_groups import OptimizerGroups
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,20 @@ SCHEDULES: dict[str, TrainSchedule] = {
     "rtdetrv2_r50": _baseline(72, 72, _Rates(1e-4, 1e-5, 1e-4, 16), 3, 2000, 2000),
     "rtdetrv2_r101": _baseline(72, 72, _Rates(1e-4, 1e-6, 1e-4, 16), 3, 2000, 2000),
 }
+
+
+# The presets whose official config groups parameters other than the default (deim_hgnetv2_n_coco.yml,
+# dfine_hgnetv2_n_coco.yml: biases without weight decay).
+OPTIMIZER_GROUPS: dict[str, OptimizerGroups] = {
+    "deim_dfine_n": OptimizerGroups(no_decay_bias=True),
+    "dfine_n": OptimizerGroups(no_decay_bias=True),
+}
+
+
+def get_optimizer_groups(name: str) -> OptimizerGroups:
+    """How the official config of preset ``name`` groups the optimiser's parameters."""
+    get_schedule(name)  # an unknown name is refused here as there
+    return OPTIMIZER_GROUPS.get(name, OptimizerGroups())
 
 
 def get_schedule(name: str) -> TrainSchedule:
