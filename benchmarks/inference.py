@@ -3,9 +3,12 @@
 Every path takes the same real image of the built-in data resized to 640 (benchmarks/fixed_batch.py)
 and returns detections (labels, ``xyxy`` pixel boxes, scores), so the postprocessor is timed too:
 
-* ``eager``: ``model.eval()`` + postprocessor (what ``deim predict`` runs by default);
+* ``eager``: ``model.eval()`` + postprocessor, NCHW (the layout training uses);
+* ``eager-nhwc``: the same model channels-last (``deim.models.detector.for_cpu_inference``), what
+  ``deim predict`` / ``deim eval`` and every evaluation during training run on the CPU by default;
 * ``deploy``: ``model.deploy()`` (fused re-parameterised convs, unused decoder layers dropped) +
   the postprocessor's deploy form;
+* ``deploy-nhwc``: the deploy form, channels-last;
 * ``onnxruntime``: the ONNX Runtime session of ``deim.models.onnx_runtime`` + the eager
   postprocessor (``--backend onnxruntime``); exported on first use and cached on disk;
 * ``official`` (``--official PATH``): the official DEIM model built from its YAML config with our
@@ -28,6 +31,7 @@ from pathlib import Path
 import torch
 
 from deim.models.build import build_model, build_postprocessor
+from deim.models.detector import for_cpu_inference
 from deim.models.onnx_runtime import onnx_runtime_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -45,12 +49,16 @@ def build_paths(preset: str, official: str | None) -> dict[str, Callable[[int], 
     torch.manual_seed(0)
     model = build_model(preset, eval_spatial_size=SIZE).eval()
     post = build_postprocessor(preset).eval()
+    nhwc = for_cpu_inference(model)
     deployed = copy.deepcopy(model).deploy()
+    deployed_nhwc = copy.deepcopy(deployed).channels_last()
     post_deploy = copy.deepcopy(post).deploy()
     runtime = onnx_runtime_model(model, preset, SIZE, threads=torch.get_num_threads())
     paths: dict[str, Callable[[int], object]] = {
         "eager": lambda i: post(model(images), sizes),
+        "eager-nhwc": lambda i: post(nhwc(images), sizes),
         "deploy": lambda i: post_deploy(deployed(images), sizes),
+        "deploy-nhwc": lambda i: post_deploy(deployed_nhwc(images), sizes),
         "onnxruntime": lambda i: post(runtime(images), sizes),
     }
     if official:
@@ -82,13 +90,14 @@ def main() -> None:
             print(f"{preset}: " + "  ".join(f"{name} {ms:.1f} ms" for name, ms in row.items()))
     names = list(rows[0][1])
     header = "preset | " + " | ".join(f"{n} ms" for n in names)
+    compared = [n for n in names if n != "official"]
     if args.official:
-        header += " | onnxruntime/official | deploy/official | eager/official"
+        header += " | " + " | ".join(f"{n}/official" for n in compared)
     print(f"\nbatch 1, {SIZE} px, median of {args.runs}\n{header}")
     for preset, row in rows:
         line = f"{preset} | " + " | ".join(f"{row[n]:.1f}" for n in names)
         if args.official:
-            line += " | " + " | ".join(f"{row[n] / row['official']:.2f}x" for n in ("onnxruntime", "deploy", "eager"))
+            line += " | " + " | ".join(f"{row[n] / row['official']:.2f}x" for n in compared)
         print(line)
 
 

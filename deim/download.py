@@ -8,15 +8,13 @@ checksum is given) verified, so an interrupted or failed download never leaves a
 from __future__ import annotations
 
 import http.client
-import os
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
-from deim.cache import sha256_file
+from deim.cache import atomic_path, sha256_file
 
 CHUNK = 1 << 20
 
@@ -42,22 +40,14 @@ def download(url: str, dest: str | Path, sha256: str | None = None, progress: bo
         ChecksumError: the bytes do not hash to ``sha256`` (nothing is left at ``dest``).
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     fetch = _fetch_drive if is_google_drive(url) else _fetch_http
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(dest) as tmp:  # also removes any partial file gdown kept beside the temporary one
         fetch(url, tmp, progress, timeout)
         if sha256 is not None:
             actual = sha256_file(tmp)
             if actual != sha256.lower():
                 raise ChecksumError(f"{url}: SHA-256 {actual} does not match the expected {sha256}; "
                                     f"the download was discarded")
-        os.replace(tmp, dest)
-    finally:
-        for leftover in dest.parent.glob(f"{tmp.name}*"):  # ours, and any partial file gdown kept beside it
-            leftover.unlink(missing_ok=True)
     return dest
 
 

@@ -9,28 +9,21 @@ Without network the error names the URL and the exact path to put the file at by
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from deim.cache import cache_dir
-from deim.cache import sha256_file
+from deim.cache import cache_entry, content_key, sha256_file
 from deim.download import ChecksumError, DownloadError, download
 from deim.zoo import PretrainedModel, find_pretrained, list_pretrained
-
-
-def weights_cache() -> Path:
-    """``$DEIM_CACHE/weights`` (default ``~/.cache/deim/weights``)."""
-    return cache_dir("weights")
 
 
 def cached_path(spec: str) -> Path:
     """Where the name or http(s) URL ``spec`` is (or would be) cached."""
     entry = find_pretrained(spec)
     if entry is not None:
-        return weights_cache() / f"{entry.name}.pth"
+        return cache_entry("weights", f"{entry.name}.pth")
     name = Path(urlparse(spec).path).name or "weights.pth"
-    return weights_cache() / "url" / f"{hashlib.sha256(spec.encode()).hexdigest()[:12]}-{name}"
+    return cache_entry("weights", f"url/{content_key(spec, 'sha256')}-{name}")
 
 
 def resolve_weights(spec: str | Path, progress: bool = True) -> Path:

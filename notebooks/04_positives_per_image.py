@@ -36,11 +36,11 @@ data_root = None
 # %%
 import matplotlib.pyplot as plt
 
+from deim.analysis.ablation_plots import annotate_figure
 from deim.analysis.dense_o2o import (check_o2o_positives, o2o_positives, plot_positives, positives_summary,
                                      targets_per_image)
 from deim.data.aug_schedule import AugSchedule
 from deim.data.fashion import fashion_splits
-from deim.experiments.aggregate import annotate_figure
 from deim.report.writer import FigureWriter
 
 out = FigureWriter("04_positives_per_image", scale, figures_dir,

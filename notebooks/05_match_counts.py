@@ -31,11 +31,12 @@ data_root = None
 # %%
 import matplotlib.pyplot as plt
 
+from deim.analysis.ablation_plots import annotate_figure
 from deim.analysis.match_counts import match_counts, match_summary, plot_match_counts
 from deim.data.aug_schedule import AugSchedule
 from deim.engine.data_build import build_training_data
 from deim.engine.inference import load_for_inference
-from deim.experiments.aggregate import annotate_figure, run_records
+from deim.experiments.aggregate import run_records
 from deim.experiments.runs import RunCache
 from deim.experiments.settings import dense_o2o_mal_ablation
 from deim.report.writer import FigureWriter

@@ -29,8 +29,8 @@ data_root = None
 # %%
 import matplotlib.pyplot as plt
 
-from deim.experiments.aggregate import (VERDICT_NOTE, annotate_figure, plot_bars, plot_curves, run_records,
-                                        run_settings, summary_table)
+from deim.analysis.ablation_plots import annotate_figure, plot_bars, plot_curves
+from deim.experiments.aggregate import VERDICT_NOTE, run_records, run_settings, summary_table
 from deim.experiments.settings import gamma_sweep
 from deim.report.writer import FigureWriter
 

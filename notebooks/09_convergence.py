@@ -31,7 +31,8 @@ data_root = None
 # %%
 import matplotlib.pyplot as plt
 
-from deim.experiments.aggregate import annotate_figure, crossings, final_metric, plot_curves, run_records, run_settings
+from deim.analysis.ablation_plots import annotate_figure, plot_curves
+from deim.experiments.aggregate import crossings, final_metric, run_records, run_settings
 from deim.experiments.settings import dense_o2o_mal_ablation
 from deim.report.writer import FigureWriter
 

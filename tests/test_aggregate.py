@@ -1,12 +1,17 @@
 """Summaries over seeds: tables, verdicts, curves and time-to-reach, on hand-made run results."""
 from __future__ import annotations
 
+import matplotlib
 import numpy as np
 import pytest
 
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from deim.analysis.ablation_plots import annotate_figure, data_label, plot_bars, plot_curves  # noqa: E402
 from deim.experiments.aggregate import (compare, difference, epoch_seconds, mean_curve, run_records, summary_table,
-                                       time_to_reach)
-from deim.experiments.runs import RunResult
+                                       time_to_reach)  # noqa: E402
+from deim.experiments.runs import RunResult  # noqa: E402
 
 
 def run(final_ap: float, curve: tuple[float, ...] = (), seconds: float = 10.0, seed: int = 0) -> RunResult:
@@ -87,3 +92,17 @@ def test_run_records_name_each_run_for_the_provenance():
     records = run_records({"DEIM": [r]})
     assert records == {"DEIM": [{"key": "k", "seed": 2, "AP": 0.25, "seconds": 10.0,
                                  "git": {"commit": "abc", "dirty": False}}]}
+
+
+def test_plots_draw_the_mean_curve_and_one_bar_per_setting():
+    results = {"a": [run(0.3, (0.1, 0.2), seed=0), run(0.5, (0.1, 0.3), seed=1)], "b": [run(0.2, (0.1, 0.1))]}
+    fig, (left, right) = plt.subplots(1, 2)
+    plot_curves(results, ax=left, title="AP per epoch")
+    assert [line.get_label() for line in left.get_lines()] == ["a (n=2)", "b (n=1)"]
+    assert list(left.get_lines()[0].get_ydata()) == pytest.approx([10.0, 25.0, 40.0])
+    plot_bars(results, ax=right)
+    assert [bar.get_height() for bar in right.patches] == pytest.approx([40.0, 20.0])
+    annotate_figure(fig, "Study", "smoke", "the claim")
+    assert fig._suptitle.get_text() == f"Study — {data_label('smoke')}"
+    assert any(t.get_text() == "paper: the claim" for t in fig.texts)
+    plt.close(fig)

@@ -136,9 +136,15 @@ def test_loader_output_does_not_depend_on_the_number_of_workers(tmp_path):
                                     num_workers=workers, seed=1)
         loader.set_epoch(2)
         batches[workers] = list(loader)
+    assert len(batches[0]) == len(batches[2])
     for (xa, ta), (xb, tb) in zip(batches[0], batches[2]):
         assert torch.equal(xa, xb)
-        assert all(torch.equal(a["boxes"], b["boxes"]) for a, b in zip(ta, tb))
+        for a, b in zip(ta, tb):  # every field comes back a tensor of the same dtype, shape and values
+            assert type(b) is dict and a.keys() == b.keys()
+            for key in a:
+                assert isinstance(b[key], type(a[key])), key
+                if isinstance(a[key], torch.Tensor):
+                    assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
 
 
 def test_val_loader_keeps_order_and_original_sizes(tmp_path):

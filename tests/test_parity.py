@@ -15,6 +15,7 @@ import torch
 from conftest import fixtures_dir
 from deim.losses.build import build_criterion
 from deim.models.build import build_model, build_postprocessor
+from deim.models.detector import for_cpu_inference
 
 FIXTURE_PRESETS = {"n": "deim_dfine_n", "s": "deim_dfine_s", "m": "deim_dfine_m", "l": "deim_dfine_l",
                    "x": "deim_dfine_x", "r18": "deim_rtdetrv2_r18", "r34": "deim_rtdetrv2_r34",
@@ -73,6 +74,20 @@ def test_eval_and_postprocessor_match_official(name, parity_dir, check):
     detections = postprocessor(out, orig_target_sizes=torch.tensor([[640, 480], [320, 320]]))
     post = check.compare_post(fx, detections)
     assert all(p["pass"] for p in post), post
+
+
+@pytest.mark.parametrize("name", _fixture_names())
+def test_channels_last_inference_matches_official(name, parity_dir, check):
+    """The layout every CPU evaluation and ``deim predict`` uses (``for_cpu_inference``) keeps parity."""
+    fx = load_fixture(parity_dir, name)
+    model = deterministic_model(name, check).eval()
+    fast = for_cpu_inference(model)
+    assert fast is not model and fast._channels_last and for_cpu_inference(fast) is fast
+    assert fast.backbone.state_dict().keys() == model.backbone.state_dict().keys()
+    x = torch.rand(2, 3, 640, 640, generator=torch.Generator().manual_seed(fx["eval_input_seed"]))
+    with torch.no_grad():
+        out = fast(x)
+    assert check.compare_eval(fx, out["pred_logits"], out["pred_boxes"])["pass_aligned"]
 
 
 @pytest.mark.parametrize("name", _fixture_names())

@@ -24,12 +24,10 @@ matches. Folders are written under a temporary name and renamed, so concurrent b
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import multiprocessing
 import os
 import shutil
-import uuid
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,7 +37,7 @@ import numpy as np
 import PIL.Image
 import PIL.ImageFilter
 
-from deim.cache import cache_dir, sha256_file
+from deim.cache import atomic_path, cache_entry, content_key, sha256_file
 from deim.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 
 GENERATOR_VERSION = 1
@@ -91,11 +89,7 @@ class FashionParams:
             raise ValueError(f"scale_range must be positive, got {self.scale_range}")
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
-
-
-def default_cache_dir() -> Path:
-    return cache_dir("fashion")
+        return content_key(asdict(self), "sha256")
 
 
 def build_fashion_detection(root: str | Path | None = None, split: str = "train", num_images: int = 64,
@@ -112,21 +106,15 @@ def build_fashion_detection(root: str | Path | None = None, split: str = "train"
     """
     params = FashionParams(split, num_images, image_size, tuple(objects_per_image), tuple(scale_range), max_iou,
                            tuple(clutter_per_image), seed, background)
-    base = Path(root) if root is not None else default_cache_dir()
-    folder = base / f"{split}-{num_images}-{params.key()}"
+    folder = cache_entry("fashion", f"{split}-{num_images}-{params.key()}", root)
     if not _is_complete(folder, params):
-        tmp = base / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
         if workers is None:
             workers = min(len(os.sched_getaffinity(0)), 8) if num_images >= 256 else 1
-        _generate(tmp, params, workers)
-        if not _is_complete(folder, params):
-            shutil.rmtree(folder, ignore_errors=True)
-            try:
-                os.replace(tmp, folder)
-            except OSError:  # another process renamed its identical copy in between
-                if not _is_complete(folder, params):
-                    raise
-        shutil.rmtree(tmp, ignore_errors=True)
+        # a concurrent process may finish the same split first: its complete copy is kept
+        with atomic_path(folder, keep_existing=lambda done: _is_complete(done, params)) as tmp:
+            _generate(tmp, params, workers)
+            if not _is_complete(folder, params):
+                shutil.rmtree(folder, ignore_errors=True)  # an incomplete leftover blocks the rename
     return folder / "images", folder / "annotations.json"
 
 

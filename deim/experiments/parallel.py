@@ -1,15 +1,18 @@
-"""Train the missing runs of a reproduction in parallel worker processes.
+"""Train the runs of a reproduction in parallel worker processes: the runner and its worker in one module.
 
 A small model on a 2-core CPU uses its cores poorly from one process (Python overhead, data
 loading, small kernels); two runs side by side with one thread each get more done per minute than
-one run with two threads. :func:`train_missing` starts one ``python -m deim.experiments.worker``
-process per run, ``jobs`` at a time, longest runs first, each writing its log to
-``<run folder>/worker.log``; the notebooks afterwards find every run in the cache. A worker that
-fails stops the whole call with the tail of its log (finished runs stay cached; unfinished ones
-resume from their ``last.pth`` next time).
+one run with two threads. :func:`train_missing` starts one ``python -m deim.experiments.parallel``
+process per run (:func:`worker_main`, below), ``jobs`` at a time, longest runs first, each writing
+its log to ``<run folder>/worker.log``; the notebooks afterwards find every run in the cache. A
+worker that fails stops the whole call with the tail of its log (finished runs stay cached;
+unfinished ones resume from their ``last.pth`` next time). :func:`train_notebook_runs` is what
+``deim reproduce --jobs`` calls: the runs the selected notebooks read, trained before they execute.
 
 Timing: a run's seconds per epoch are measured while another run shares the machine. Notebook 11
 compares settings trained under the same load, and says so.
+
+Worker usage: ``python -m deim.experiments.parallel <cache root> <RunSpec as JSON> <torch threads>``.
 """
 from __future__ import annotations
 
@@ -19,22 +22,14 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 
 from deim.experiments.runs import RunCache, RunSpec
+from deim.experiments.settings import notebook_runs
 
-
-def unique_specs(groups: Iterable[dict[str, list[RunSpec]]]) -> list[RunSpec]:
-    """Every spec of the settings ``groups`` once (by run key), in first-seen order."""
-    seen: dict[str, RunSpec] = {}
-    for settings in groups:
-        for specs in settings.values():
-            for spec in specs:
-                seen.setdefault(spec.key(), spec)
-    return list(seen.values())
+WORKER_MODULE = "deim.experiments.parallel"  # what each worker process runs (``python -m``)
 
 
 def _launch(spec: RunSpec, cache: RunCache, threads: int) -> tuple[subprocess.Popen, Path]:
@@ -42,7 +37,7 @@ def _launch(spec: RunSpec, cache: RunCache, threads: int) -> tuple[subprocess.Po
     folder.mkdir(parents=True, exist_ok=True)
     log = folder / "worker.log"
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    cmd = [sys.executable, "-m", "deim.experiments.worker", str(cache.root), json.dumps(dataclasses.asdict(spec)),
+    cmd = [sys.executable, "-m", WORKER_MODULE, str(cache.root), json.dumps(dataclasses.asdict(spec)),
            str(threads)]
     with open(log, "ab") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
@@ -115,3 +110,34 @@ def train_missing(specs: list[RunSpec], jobs: int = 2, threads: int = 1, cache: 
         for proc, *_ in running:
             proc.wait()
     return done
+
+
+def train_notebook_runs(scale: str, notebooks: list[str], data_root: str | None = None, jobs: int = 2,
+                        threads: int = 1, cache: RunCache | None = None, progress: bool = True) -> list[str]:
+    """Train what ``deim reproduce --jobs`` trains before the notebooks: every run the notebooks
+    ``notebooks`` (by number) read (:data:`deim.experiments.settings.NOTEBOOK_RUNS`) that ``cache``
+    lacks, ``jobs`` at a time; nothing when none of them reads runs. Returns the keys trained."""
+    specs = notebook_runs(scale, notebooks, data_root)
+    if not specs:
+        return []
+    t0 = time.perf_counter()
+    done = train_missing(specs, jobs=jobs, threads=threads, cache=cache, progress=progress)
+    if progress:
+        print(f"[deim] experiment runs ready in {time.perf_counter() - t0:.0f}s", flush=True)
+    return done
+
+
+def worker_main(argv: list[str]) -> int:
+    """One worker of :func:`train_missing`: train the run ``argv = [cache root, RunSpec as JSON,
+    torch threads]`` into the run cache (or read it when it is there already)."""
+    root, spec_json, threads = argv
+    torch.set_num_threads(int(threads))
+    spec = RunSpec(**json.loads(spec_json))
+    result = RunCache(root).get(spec)
+    print(f"[deim] run {result.key} finished: AP {result.final.get('AP', float('nan')):.4f} "
+          f"in {result.seconds:.0f}s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main(sys.argv[1:]))

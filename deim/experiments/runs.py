@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 import os
 import time
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deim.cache import cache_dir, sha256_file
+from deim.cache import atomic_path, cache_dir, cache_entry, content_key, sha256_file
 from deim.engine.config import DataConfig, TrainConfig, rescale_epochs
 from deim.engine.schedules import get_schedule
 from deim.experiments.protocol import Protocol, get_protocol, snapshot_epochs
@@ -119,8 +118,7 @@ class RunSpec:
         weights = d.pop("backbone_weights", None)
         if weights is not None:
             d["backbone_weights_sha256"] = file_sha256(weights)
-        blob = json.dumps(d, sort_keys=True, default=str).encode()
-        return hashlib.sha1(blob).hexdigest()[:12]
+        return content_key(d)
 
 
 @functools.lru_cache(maxsize=8)
@@ -132,10 +130,6 @@ def file_sha256(path: str | Path) -> str:
     """SHA-256 of a file's content (memoised while the file is unchanged)."""
     st = Path(path).stat()
     return _sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
-
-
-def default_cache_dir() -> Path:
-    return cache_dir("runs")
 
 
 @dataclass
@@ -160,10 +154,10 @@ class RunCache:
     """Folder of finished and unfinished runs; :meth:`get` reads a run or trains it."""
 
     def __init__(self, root: str | Path | None = None) -> None:
-        self.root = Path(root) if root is not None else default_cache_dir()
+        self.root = Path(root) if root is not None else cache_dir("runs")
 
     def folder(self, spec: RunSpec) -> Path:
-        return self.root / spec.key()
+        return cache_entry("runs", spec.key(), self.root)
 
     def load(self, spec: RunSpec) -> RunResult | None:
         path = self.folder(spec) / "result.json"
@@ -185,7 +179,6 @@ class RunCache:
         history, final, checkpoint, provenance = train_run(spec.train_config(folder), progress=progress)
         result = RunResult(key=spec.key(), spec=dataclasses.asdict(spec), history=history, final=final,
                            seconds=time.perf_counter() - start, checkpoint=str(checkpoint), provenance=provenance)
-        tmp = folder / "result.json.tmp"
-        tmp.write_text(json.dumps(dataclasses.asdict(result), indent=1, default=str))
-        os.replace(tmp, folder / "result.json")
+        with atomic_path(folder / "result.json") as tmp:
+            tmp.write_text(json.dumps(dataclasses.asdict(result), indent=1, default=str))
         return result

@@ -15,7 +15,6 @@ from pathlib import Path
 from deim.report.writer import SCALES, default_figures_dir
 
 
-RUN_NOTEBOOKS = ("00", "05", "06", "07", "08", "09", "11", "12", "13")  # the notebooks that read experiment runs
 # Notebooks that run at smoke scale always but at larger scales only when named in ``only``: the
 # protocol pilot trains its own candidate runs, which a reproduction of the study does not need.
 OPT_IN = {"12": "the protocol pilot (trains its candidates' runs; about 30 minutes at reduced scale)"}
@@ -82,7 +81,8 @@ def reproduce(scale: str, only: list[str] | None = None, notebooks_dir: str | Pa
     """Execute every notebook (or ``only`` some) at ``scale``; write ``INDEX.md`` in the figures dir.
 
     ``jobs > 1`` first trains the experiment runs the selected notebooks need, that many at a time
-    (:func:`deim.experiments.parallel.train_missing`); the notebooks then read them from the run cache.
+    (:func:`deim.experiments.parallel.train_notebook_runs`; which runs each notebook reads is declared
+    in :data:`deim.experiments.settings.NOTEBOOK_RUNS`); the notebooks then read them from the run cache.
     """
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
@@ -94,15 +94,11 @@ def reproduce(scale: str, only: list[str] | None = None, notebooks_dir: str | Pa
             print(f"[deim] skipping {', '.join(skipped)} at scale {scale} ({'; '.join(OPT_IN[s[:2]] for s in skipped)}): "
                   f"name it with --only to run it", flush=True)
         paths = [p for p in paths if p.stem not in skipped]
-    if jobs > 1 and any(p.stem[:2] in RUN_NOTEBOOKS for p in paths):
-        from deim.experiments.parallel import train_missing
-        from deim.experiments.settings import notebook_runs
+    if jobs > 1:
+        from deim.experiments.parallel import train_notebook_runs
 
-        t0 = time.perf_counter()
-        train_missing(notebook_runs(scale, [p.stem[:2] for p in paths], (params or {}).get("data_root")),
-                      jobs=jobs, progress=progress)
-        if progress:
-            print(f"[deim] experiment runs ready in {time.perf_counter() - t0:.0f}s", flush=True)
+        train_notebook_runs(scale, [p.stem[:2] for p in paths], (params or {}).get("data_root"), jobs=jobs,
+                            progress=progress)
     cwd = Path(notebooks_dir).resolve().parent
     figures = Path(figures_dir) if figures_dir else cwd / default_figures_dir(scale)
     figures.mkdir(parents=True, exist_ok=True)
