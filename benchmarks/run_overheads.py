@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from deim.engine.data_build import build_training_data
-from deim.engine.inference import capped_top_k
+from deim.engine.run_preset import resolve_run_preset
 from deim.engine.train_loop import evaluate_coco
 from deim.experiments.runs import RunSpec
 from deim.models.build import build_model, build_postprocessor
@@ -82,9 +82,9 @@ def delivery(data, batches: int) -> None:
 
 def evaluation(spec: RunSpec, data, evals: int) -> None:
     cfg = spec.train_config()
-    overrides = {**cfg.model, "num_classes": data.label_map.num_classes}
-    model = build_model(cfg.preset, **overrides).eval()
-    post = build_postprocessor(cfg.preset, **capped_top_k(cfg.preset, overrides)).eval()
+    preset = resolve_run_preset(cfg, cfg.resolved_schedule(), data.label_map.num_classes)
+    model = build_model(preset.model).eval()
+    post = build_postprocessor(preset.postprocessor).eval()
     print(f"one evaluation of {len(data.val_loader.dataset)} images (batch {data.val_loader.batch_size}):")
     paths = {"NCHW (before)": NCHW(model), "channels-last (ours)": copy.deepcopy(model)}
     for name, m in list(paths.items()) * evals:

@@ -43,7 +43,7 @@ import torch
 
 from deim.engine.ema import ModelEMA
 from deim.engine.param_groups import OptimizerConfig, build_optimizer
-from deim.engine.schedules import get_schedule
+from deim.engine.schedules import get_optimizer_groups, get_schedule
 from deim.experiments.protocol import get_protocol
 from deim.losses.build import build_criterion
 from deim.models.build import build_model
@@ -94,7 +94,7 @@ class OursStep:
         paper = get_schedule(setting.preset)
         lr = setting.lr if setting.lr is not None else paper.lr
         backbone_lr = setting.backbone_lr if setting.backbone_lr is not None else paper.backbone_lr
-        no_decay_bias = setting.preset in ("deim_dfine_n", "dfine_n")
+        no_decay_bias = get_optimizer_groups(setting.preset).no_decay_bias
         self.optimizer = build_optimizer(self.model, OptimizerConfig(lr, backbone_lr, paper.weight_decay,
                                                                      no_decay_bias=no_decay_bias))
         self.ema = ModelEMA(self.model, paper.ema_decay, paper.ema_warmups)

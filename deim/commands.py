@@ -56,8 +56,8 @@ def _config(args: argparse.Namespace):
     filled = fill_builtin_defaults(args)
     if filled and getattr(args, "command", None) == "train":
         print(f"[deim] built-in data, {args.fashion_scale} scale: {' '.join(filled)} (give any to change)")
-    paper = get_schedule(args.preset)
-    cfg = TrainConfig.from_preset(args.preset, epochs=args.epochs, batch_size=args.batch_size)
+    paper = get_schedule(args.preset)  # the one look-up of the preset's paper schedule
+    cfg = TrainConfig.from_schedule(args.preset, paper, epochs=args.epochs, batch_size=args.batch_size)
     s = cfg.resolved_schedule()
     if args.batch_size is not None and args.batch_size != paper.total_batch_size:
         print(f"[deim] linear LR scaling: batch {paper.total_batch_size} -> {args.batch_size}: lr {paper.lr:g} -> "

@@ -47,7 +47,8 @@ class RunProbe:
 
     def __init__(self, spec: RunSpec, cache: RunCache | None = None) -> None:
         from deim.engine.data_build import build_eval_data
-        from deim.engine.inference import capped_top_k, read_checkpoint
+        from deim.engine.inference import read_checkpoint
+        from deim.engine.run_preset import resolve_run_preset
         from deim.losses.build import build_criterion
         from deim.models.build import build_postprocessor
 
@@ -59,10 +60,10 @@ class RunProbe:
             raise FileNotFoundError(f"run {spec.key()} ({spec.label()}, seed {spec.seed}) has no {last}: "
                                     f"train it first (RunCache().get(spec))")
         self.label_map = LabelMap.from_dict(read_checkpoint(last)["label_map"])  # the labels the run trained with
-        self.overrides = dict(self.cfg.model, num_classes=self.label_map.num_classes)
+        self.preset = resolve_run_preset(self.cfg, self.cfg.resolved_schedule(), self.label_map.num_classes)
         _, self.loader = build_eval_data(self.cfg.data, self.label_map, seed=self.cfg.seed)
-        self.postprocessor = build_postprocessor(self.cfg.preset, **capped_top_k(self.cfg.preset, self.overrides))
-        self.matcher = build_criterion(self.cfg.preset, **{**self.overrides, **self.cfg.criterion}).matcher
+        self.postprocessor = build_postprocessor(self.preset.postprocessor)
+        self.matcher = build_criterion(self.preset.criterion).matcher
 
     @property
     def epochs(self) -> tuple[int, ...]:
@@ -78,7 +79,7 @@ class RunProbe:
         if not path.is_file():
             raise FileNotFoundError(f"no EMA snapshot of epoch {epoch} at {path}; this run keeps "
                                     f"{self.epochs or 'none'} (TrainConfig.snapshot_epochs)")
-        model = build_model(self.cfg.preset, **self.overrides)
+        model = build_model(self.preset.model)
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["ema"])
         return model.to(device).eval()
 

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,9 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deim.cache import cache_dir
+from deim.cache import atomic_path, cache_dir
 from deim.data.fashion import OBJECT_THRESHOLD
 from deim.data.fashion_mnist import load_fashion_mnist
+from deim.models.build import build_model
 
 
 @dataclass(frozen=True)
@@ -164,8 +163,6 @@ def pretrained_backbone(preset: str, model_overrides: dict[str, Any], recipe: Ba
 
     Beside it, ``<key>.json`` records the recipe, the t10k accuracy and the time it took.
     """
-    from deim.models.build import build_model  # the models are imported only when building
-
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = root / f"{pretrain_key(preset, model_overrides, recipe)}.pth"
     if path.is_file():
@@ -177,9 +174,8 @@ def pretrained_backbone(preset: str, model_overrides: dict[str, Any], recipe: Ba
     if progress:
         print(f"[deim] backbone pre-training done in {stats['seconds']:.0f}s, "
               f"t10k accuracy {stats['t10k_accuracy']:.3f}", flush=True)
-    tmp = root / f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp"
-    torch.save(backbone.state_dict(), tmp)
-    meta = {"preset": preset, "model": model_overrides, "recipe": asdict(recipe), **stats}
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=1, default=str))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(backbone.state_dict(), tmp)
+        meta = {"preset": preset, "model": model_overrides, "recipe": asdict(recipe), **stats}
+        path.with_suffix(".json").write_text(json.dumps(meta, indent=1, default=str))
     return path

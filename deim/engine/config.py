@@ -84,7 +84,13 @@ class TrainConfig:
     def from_preset(cls, preset: str, epochs: int | None = None, batch_size: int | None = None,
                     **kwargs) -> "TrainConfig":
         """The paper's schedule for ``preset``, rescaled to ``epochs`` and ``batch_size`` when given."""
-        schedule = get_schedule(preset)
+        return cls.from_schedule(preset, get_schedule(preset), epochs, batch_size, **kwargs)
+
+    @classmethod
+    def from_schedule(cls, preset: str, schedule: TrainSchedule, epochs: int | None = None,
+                      batch_size: int | None = None, **kwargs) -> "TrainConfig":
+        """A run of ``preset`` on ``schedule`` (its paper one, already looked up), rescaled to
+        ``epochs`` and ``batch_size`` when given."""
         if epochs is not None and epochs != schedule.epochs:
             schedule = rescale_epochs(schedule, epochs)
         if batch_size is not None and batch_size != schedule.total_batch_size:

@@ -8,7 +8,7 @@ classes are assumed unless ``num_classes`` is given).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +21,9 @@ from torchvision.transforms.v2 import functional as TF
 from deim.data.labels import LabelMap
 from deim.engine.image_inputs import (  # noqa: F401 - IMAGE_SUFFIXES and find_images are re-exported
     IMAGE_SUFFIXES, check_output_folder, find_images, output_names)
-from deim.models.build import build_model, build_postprocessor, resolve_preset
+from deim.models.build import apply_overrides, build_model, build_postprocessor, resolve_preset
 from deim.models.checkpoint import load_checkpoint
+from deim.models.presets import ModelPreset
 
 
 @dataclass
@@ -48,15 +49,14 @@ def read_checkpoint(path: str | Path) -> dict:
     return state
 
 
-def capped_top_k(preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """``overrides`` with the post-processor's top-k capped at the number of candidates
-    (queries × classes), which a small dataset can bring below the preset's 300, unless
-    ``num_top_queries`` is set explicitly."""
+def capped_top_k(preset: ModelPreset, overrides: Mapping[str, Any]) -> ModelPreset:
+    """``preset`` (resolved with ``overrides``) with the post-processor's top-k capped at the number
+    of candidates (queries × classes), which a small dataset can bring below the preset's 300,
+    unless ``overrides`` set ``num_top_queries`` explicitly."""
     if "num_top_queries" in overrides or "postprocessor.num_top_queries" in overrides:
-        return overrides
-    resolved = resolve_preset(preset, **overrides)
-    candidates = resolved.decoder.num_queries * resolved.num_classes
-    return {**overrides, "num_top_queries": min(resolved.postprocessor.num_top_queries, candidates)}
+        return preset
+    candidates = preset.decoder.num_queries * preset.num_classes
+    return apply_overrides(preset, num_top_queries=min(preset.postprocessor.num_top_queries, candidates))
 
 
 def load_for_inference(checkpoint: str | Path | dict, preset: str | None = None, image_size: int | None = None,
@@ -84,7 +84,8 @@ def load_for_inference(checkpoint: str | Path | dict, preset: str | None = None,
         label_map = LabelMap(tuple(range(num_classes)), tuple(f"class {i}" for i in range(num_classes)))
     image_size = image_size or 640
     overrides.update(num_classes=label_map.num_classes, eval_spatial_size=image_size)
-    model = build_model(preset, **overrides)
+    resolved = resolve_preset(preset, **overrides)
+    model = build_model(resolved)
     try:
         load_checkpoint(model, state, strict=True)
     except ValueError as exc:
@@ -92,7 +93,7 @@ def load_for_inference(checkpoint: str | Path | dict, preset: str | None = None,
         example = f" (e.g. {lines[1].strip()})" if len(lines) > 1 else ""
         raise ValueError(f"the checkpoint does not fit preset {preset}: {lines[0].rstrip(':')}{example}; "
                          f"is --preset right?") from None
-    post = build_postprocessor(preset, **capped_top_k(preset, overrides))
+    post = build_postprocessor(capped_top_k(resolved, overrides))
     model = model.to(device).eval()
     if torch.device(device).type == "cpu":
         model.channels_last()  # oneDNN's faster layout; outputs equal to float rounding

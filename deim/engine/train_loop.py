@@ -1,8 +1,8 @@
 """One training epoch, one prediction pass and its COCO evaluation.
 
-``train_one_epoch`` runs forward (under autocast when AMP is on), the criterion in fp32, the
-backward with gradient clipping, the optimizer and EMA updates and the per-iteration LR. A
-non-finite loss skips the step (no weight changes), is logged, and after
+``train_one_epoch`` takes one :class:`TrainingState` and runs forward (under autocast when AMP is
+on), the criterion in fp32, the backward with gradient clipping, the optimizer and EMA updates and
+the per-iteration LR. A non-finite loss skips the step (no weight changes), is logged, and after
 ``max_consecutive_nonfinite`` skipped steps in a row stops the run with a message.
 """
 from __future__ import annotations
@@ -70,34 +70,54 @@ def _to_device(targets: list[dict], device: torch.device) -> list[dict]:
     return [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
 
 
-def train_one_epoch(model: nn.Module, criterion: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer,
-                    *, epoch: int, start_iter: int, device: torch.device,
-                    lr_scheduler: FlatCosineScheduler | None = None, ema: ModelEMA | None = None,
-                    scaler: torch.amp.GradScaler | None = None, amp_dtype: torch.dtype | None = None,
-                    clip_max_norm: float = 0.1, guard: NonFiniteGuard | None = None,
-                    max_iters: int | None = None, progress: bool = True,
-                    on_step: Callable[[int, dict[str, float]], None] | None = None) -> EpochStats:
-    """Train for one epoch. ``start_iter`` is the global iteration of the epoch's first batch.
+@dataclass
+class TrainingState:
+    """Everything one training epoch steps: the (DDP-wrapped) model, the criterion, the loader and
+    the optimiser with what updates alongside it (per-iteration LR, EMA, AMP scaler).
+
+    ``amp_dtype`` ``None`` trains in fp32; ``max_iters`` caps the iterations of an epoch; ``on_step``
+    is called with ``(global iteration, loss values)`` after every step taken.
+    """
+
+    model: nn.Module
+    criterion: nn.Module
+    loader: Iterable
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+    lr_scheduler: FlatCosineScheduler | None = None
+    ema: ModelEMA | None = None
+    scaler: torch.amp.GradScaler | None = None
+    amp_dtype: torch.dtype | None = None
+    clip_max_norm: float = 0.1
+    guard: NonFiniteGuard = field(default_factory=NonFiniteGuard)
+    max_iters: int | None = None
+    progress: bool = True
+    on_step: Callable[[int, dict[str, float]], None] | None = None
+
+
+def train_one_epoch(state: TrainingState, epoch: int, start_iter: int) -> EpochStats:
+    """Train ``state`` for one epoch. ``start_iter`` is the global iteration of the epoch's first batch.
 
     The LR of iteration ``it`` is set *before* its optimizer step, so a resumed run sees the
     same LRs as an uninterrupted one.
     """
+    model, criterion, optimizer, device, amp_dtype = (state.model, state.criterion, state.optimizer, state.device,
+                                                      state.amp_dtype)
     model.train()
     criterion.train()
-    guard = guard or NonFiniteGuard()
     sums: dict[str, float] = defaultdict(float)
     n_images, n_iters, n_positives, t0 = 0, 0, 0, time.perf_counter()
-    total = len(loader) if hasattr(loader, "__len__") else None
-    if max_iters is not None:
-        total = min(total or max_iters, max_iters)
-    bar = _progress(loader, total, f"epoch {epoch}", progress and dist_info().is_main)
+    total = len(state.loader) if hasattr(state.loader, "__len__") else None
+    if state.max_iters is not None:
+        total = min(total or state.max_iters, state.max_iters)
+    bar = _progress(state.loader, total, f"epoch {epoch}", state.progress and dist_info().is_main)
     autocast = (torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext())
     for i, (images, targets) in enumerate(bar):
-        if max_iters is not None and i >= max_iters:
+        if state.max_iters is not None and i >= state.max_iters:
             break
         it = start_iter + i
-        if lr_scheduler is not None:
-            lr_scheduler.step(it)
+        if state.lr_scheduler is not None:
+            state.lr_scheduler.step(it)
         images = images.to(device, non_blocking=True)
         targets = _to_device(targets, device)
         with autocast:
@@ -106,22 +126,9 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, loader: Iterable, op
             loss_dict = criterion(_float32(outputs) if amp_dtype is not None else outputs, targets)
         loss = sum(loss_dict.values())
         optimizer.zero_grad(set_to_none=True)
-        if not guard.check(loss, loss_dict, epoch, it):
+        if not state.guard.check(loss, loss_dict, epoch, it):
             continue
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-        else:
-            loss.backward()
-        if clip_max_norm > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_max_norm)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        if ema is not None:
-            ema.update(model)
+        _step(state, loss)
         values = {k: float(v.detach()) for k, v in loss_dict.items()}
         values["loss"] = float(loss.detach())
         for k, v in values.items():
@@ -129,8 +136,8 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, loader: Iterable, op
         n_iters += 1
         n_images += images.shape[0]
         n_positives += getattr(criterion, "last_positives", 0)
-        if on_step is not None:
-            on_step(it, values)
+        if state.on_step is not None:
+            state.on_step(it, values)
         if hasattr(bar, "set_postfix"):
             rate = n_images / max(time.perf_counter() - t0, 1e-9)
             bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{optimizer.param_groups[-1]['lr']:.2e}",
@@ -139,8 +146,26 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, loader: Iterable, op
     means = all_reduce_mean({k: v / max(n_iters, 1) for k, v in sums.items()}, device)
     positives = all_reduce_mean({"p": n_positives / max(n_images, 1)}, device)["p"]
     return EpochStats(losses=means, seconds=seconds, images_per_s=n_images / max(seconds, 1e-9),
-                      lr=optimizer.param_groups[-1]["lr"], skipped_steps=guard.skipped, iterations=n_iters,
+                      lr=optimizer.param_groups[-1]["lr"], skipped_steps=state.guard.skipped, iterations=n_iters,
                       positives_per_image=positives if hasattr(criterion, "last_positives") else None)
+
+
+def _step(state: TrainingState, loss: torch.Tensor) -> None:
+    """Backward (scaled under fp16), gradient clipping, the optimizer step and the EMA update."""
+    if state.scaler is not None:
+        state.scaler.scale(loss).backward()
+        state.scaler.unscale_(state.optimizer)
+    else:
+        loss.backward()
+    if state.clip_max_norm > 0:
+        torch.nn.utils.clip_grad_norm_(state.model.parameters(), state.clip_max_norm)
+    if state.scaler is not None:
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+    else:
+        state.optimizer.step()
+    if state.ema is not None:
+        state.ema.update(state.model)
 
 
 def _float32(outputs):

@@ -30,6 +30,7 @@ from deim.cache import atomic_path, cache_dir, cache_entry, content_key, sha256_
 from deim.engine.config import DataConfig, TrainConfig, rescale_epochs
 from deim.engine.schedules import get_schedule
 from deim.experiments.protocol import Protocol, get_protocol, snapshot_epochs
+from deim.models.presets import baseline_criterion, get_preset
 
 
 @dataclass(frozen=True)
@@ -79,14 +80,9 @@ class RunSpec:
         """``deim.build_criterion`` overrides selecting the classification loss on the same model."""
         if self.loss == "mal":
             return {"criterion.gamma": self.gamma}
-        p = self.protocol
-        weights = {"loss_vfl": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0}
-        losses = ["vfl", "boxes"]
-        if "dfine" in p.preset:
-            weights.update(loss_fgl=0.15, loss_ddf=1.5)
-            losses.append("local")
-        return {"criterion.losses": losses, "criterion.weight_dict": weights, "criterion.gamma": self.gamma,
-                "criterion.alpha": 0.75}
+        vfl = baseline_criterion(get_preset(self.protocol.preset))
+        return {"criterion.losses": list(vfl.losses), "criterion.weight_dict": dict(vfl.weight_dict),
+                "criterion.gamma": self.gamma, "criterion.alpha": vfl.alpha}
 
     def train_config(self, output_dir: str | Path = "") -> TrainConfig:
         """The complete training config of this run (``output_dir`` is not part of the key)."""

@@ -205,6 +205,12 @@ def _baseline_criterion(local: bool, use_uni_set: bool) -> CriterionConfig:
     return CriterionConfig(losses=losses, weight_dict=weights, alpha=0.75, gamma=2.0, use_uni_set=use_uni_set)
 
 
+def baseline_criterion(preset: ModelPreset) -> CriterionConfig:
+    """The VFL criterion of the baselines (D-FINE, RT-DETRv2) on ``preset``'s model: with the
+    fine-grained localisation terms when its decoder is D-FINE's, its own ``use_uni_set``."""
+    return _baseline_criterion(local=preset.decoder.type == "dfine", use_uni_set=preset.criterion.use_uni_set)
+
+
 # ---------------------------------------------------------------- D-FINE family (HGNetv2)
 
 # size: (backbone kwargs, encoder kwargs, decoder kwargs), from configs/deim_dfine/dfine_hgnetv2_*_coco.yml
