@@ -19,17 +19,26 @@ COCO's 80 classes and the presets' defaults (300 queries) throughout.
 
     python benchmarks/inference.py [--presets deim_dfine_n deim_dfine_s deim_rtdetrv2_r18]
                                    [--runs 20] [--warmup 3] [--threads 2] [--official /path/to/DEIM]
+                                   [--ort-profile]
+
+``--ort-profile`` also prints ONNX Runtime's own profile of each preset (share of time per
+operator type, ``SessionOptions.enable_profiling``) over ``--runs`` calls.
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import copy
+import json
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import onnxruntime as ort
 import torch
 
+from deim.cache import cache_dir
 from deim.models.build import build_model, build_postprocessor
 from deim.models.detector import for_cpu_inference
 from deim.models.onnx_runtime import onnx_runtime_model
@@ -70,6 +79,28 @@ def build_paths(preset: str, official: str | None) -> dict[str, Callable[[int], 
     return paths
 
 
+def ort_profile(preset: str, runs: int, threads: int, rows: int = 10) -> None:
+    """ONNX Runtime's time per operator type for ``preset`` (the cached export of ``build_paths``)."""
+    exported = sorted(cache_dir("onnx").glob(f"{preset}-{SIZE}-*.onnx"), key=lambda p: p.stat().st_mtime)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.enable_profiling = True
+    options.profile_file_prefix = str(Path(tempfile.mkdtemp()) / "ort")
+    session = ort.InferenceSession(str(exported[-1]), options, providers=["CPUExecutionProvider"])
+    images = fixed_batch(1, SIZE)[0].numpy()
+    for _ in range(runs):
+        session.run(None, {"images": images})
+    events = json.loads(Path(session.end_profiling()).read_text())
+    per_op: collections.Counter = collections.Counter()
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            per_op[e["args"].get("op_name")] += e["dur"]
+    total = sum(per_op.values())
+    print(f"{preset} ONNX Runtime profile, {total / runs / 1000:.1f} ms per image: "
+          + ", ".join(f"{op} {100 * d / total:.1f}%" for op, d in per_op.most_common(rows)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
@@ -77,6 +108,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls first")
     parser.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime intra-op threads")
     parser.add_argument("--official", metavar="PATH", help="checkout of the official DEIM code to compare with")
+    parser.add_argument("--ort-profile", action="store_true", help="also print ONNX Runtime's per-operator profile")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"machine: {describe_machine(args.threads)}")
@@ -88,6 +120,8 @@ def main() -> None:
             row = {name: 1000 * median(seconds) for name, seconds in times.items()}
             rows.append((preset, row))
             print(f"{preset}: " + "  ".join(f"{name} {ms:.1f} ms" for name, ms in row.items()))
+            if args.ort_profile:
+                ort_profile(preset, args.runs, args.threads)
     names = list(rows[0][1])
     header = "preset | " + " | ".join(f"{n} ms" for n in names)
     compared = [n for n in names if n != "official"]
