@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from deim.cache import cache_dir
+from deim.cache import atomic_path, cache_dir
 
 OUTPUT_NAMES = ("pred_logits", "pred_boxes")
 OPSET = 17
@@ -89,13 +88,12 @@ def export_eval_model(model: nn.Module, path: str | Path, image_size: int) -> Pa
     deployed = deployed.deploy() if hasattr(deployed, "deploy") else deployed.eval()
     wrapper = _EvalOutputs(deployed).eval()
     images = torch.rand(1, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with torch.no_grad(), warnings.catch_warnings():
+    # atomic (deim.cache.atomic_path): parallel processes never read a half-written file
+    with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's tracer and constant-folding notes
         torch.onnx.export(wrapper, (images,), str(tmp), input_names=["images"], output_names=list(OUTPUT_NAMES),
                           dynamic_axes={n: {0: "N"} for n in ("images", *OUTPUT_NAMES)}, opset_version=OPSET,
                           do_constant_folding=True, dynamo=False)
-    os.replace(tmp, path)  # atomic: parallel processes never read a half-written file
     return path
 
 
