@@ -18,11 +18,9 @@ import time
 from dataclasses import dataclass
 
 from deim.data.aug_schedule import AugSchedule
-from deim.data.coco import CocoDetection
-from deim.data.collate import BatchCollator
 from deim.data.fashion import fashion_splits
 from deim.data.loaders import build_train_loader
-from deim.data.pipeline import build_train_transforms
+from deim.data.training_set import dense_o2o_training_set
 
 
 @dataclass(frozen=True)
@@ -49,9 +47,8 @@ def measure(setting: Setting, img_folder, ann_file, args: argparse.Namespace) ->
                            mixup_epochs=(0, 1000) if setting.dense else (0, 0),
                            mosaic_prob=setting.mosaic_prob, mixup_prob=setting.mixup_prob,
                            base_size=args.image_size, base_size_repeat=None)
-    transforms = build_train_transforms(schedule, args.image_size, seed=0, mosaic_cache=setting.cache)
-    dataset = CocoDetection(img_folder, ann_file, transforms)
-    collator = BatchCollator(schedule, epoch=dataset.epoch_counter)
+    dataset, collator = dense_o2o_training_set(img_folder, ann_file, schedule, args.image_size,
+                                               mosaic_cache=setting.cache)
     loader = build_train_loader(dataset, collator, args.batch_size, num_workers=args.num_workers,
                                 persistent_workers=args.num_workers > 0)
     images, start, epoch = 0, None, 0

@@ -1,8 +1,8 @@
 """What the Dense O2O pipeline makes: sample batches per mode and targets (positives) per image.
 
 Used by ``notebooks/03_dense_o2o_samples`` and ``notebooks/04_positives_per_image`` (the paper's
-Fig. 5). Everything runs through the real training pipeline: ``CocoDetection`` +
-``build_train_transforms`` + ``BatchCollator``, with a one-epoch ``AugSchedule`` that forces
+Fig. 5). Everything runs through the real training pipeline (``deim.data.training_set``: ``CocoDetection`` +
+``build_train_transforms`` + ``BatchCollator``), with a one-epoch ``AugSchedule`` that forces
 the mode under study.
 
 Under one-to-one Hungarian matching every ground-truth box is matched to exactly one query
@@ -21,9 +21,7 @@ import pandas as pd
 import torch
 
 from deim.data.aug_schedule import AugSchedule
-from deim.data.coco import CocoDetection
-from deim.data.collate import BatchCollator
-from deim.data.pipeline import build_train_transforms
+from deim.data.training_set import dense_o2o_training_set
 from deim.losses.box_ops import box_cxcywh_to_xyxy
 from deim.losses.matcher import HungarianMatcher
 
@@ -52,19 +50,12 @@ def mode_schedule(mode: str, image_size: int) -> AugSchedule:
                        mosaic_prob=mosaic_p, mixup_prob=mixup_p, base_size=image_size, base_size_repeat=None)
 
 
-def _dataset(img_folder: str | Path, ann_file: str | Path, schedule: AugSchedule, seed: int,
-             mosaic_cache: bool = False) -> CocoDetection:
-    transforms = build_train_transforms(schedule, seed=seed, mosaic_cache=mosaic_cache)
-    return CocoDetection(img_folder, ann_file, transforms=transforms)
-
-
 def sample_batch(img_folder: str | Path, ann_file: str | Path, mode: str, *, batch_size: int = 4,
                  image_size: int = 320, seed: int = 0, start: int = 0) -> tuple[torch.Tensor, list[Target]]:
     """One training batch of ``mode``: images ``[B, 3, S, S]`` in [0, 1], targets with ``boxes``
     (``cxcywh`` normalised) and ``labels``; mixed-up batches also carry per-box ``mixup`` weights."""
     schedule = mode_schedule(mode, image_size)
-    dataset = _dataset(img_folder, ann_file, schedule, seed)
-    collate = BatchCollator(schedule, epoch=dataset.epoch_counter, seed=seed)
+    dataset, collate = dense_o2o_training_set(img_folder, ann_file, schedule, seed=seed)
     n = len(dataset)
     return collate([dataset[(start + i) % n] for i in range(batch_size)])
 
@@ -98,9 +89,8 @@ def targets_per_image(img_folder: str | Path, ann_file: str | Path, schedule: Au
     Iterates the real pipeline in dataset order over ``max_images`` images (all by default);
     returns an int array with one entry per training image the model would see.
     """
-    dataset = _dataset(img_folder, ann_file, schedule, seed, mosaic_cache)
+    dataset, collate = dense_o2o_training_set(img_folder, ann_file, schedule, seed=seed, mosaic_cache=mosaic_cache)
     dataset.set_epoch(epoch)
-    collate = BatchCollator(schedule, epoch=dataset.epoch_counter, seed=seed)
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed + epoch)).tolist()
     if max_images is not None:
         order = order[:max_images]

@@ -11,11 +11,11 @@ from torch.utils.data import Subset
 from deim.engine.config import DataConfig
 from deim.data.aug_schedule import AugSchedule
 from deim.data.coco import CocoDetection
-from deim.data.collate import BatchCollator
 from deim.data.image_check import check_image_files
 from deim.data.labels import LabelMap
 from deim.data.loaders import DetectionLoader, build_train_loader, build_val_loader
-from deim.data.pipeline import build_train_transforms, build_val_transforms
+from deim.data.pipeline import build_val_transforms
+from deim.data.training_set import dense_o2o_training_set
 
 
 @dataclass
@@ -87,11 +87,10 @@ def build_training_data(cfg: DataConfig, aug: AugSchedule, *, batch_size: int, s
     category missing from one split still keeps its label.
     """
     paths = data_paths(cfg)
-    train = checked(CocoDetection(paths.train_images, paths.train_ann, remap_mscoco=paths.remap_mscoco,
-                                  transforms=build_train_transforms(aug, cfg.image_size, seed=seed,
-                                                                    mosaic_cache=cfg.mosaic_cache)))
+    train, collator = dense_o2o_training_set(paths.train_images, paths.train_ann, aug, cfg.image_size, seed=seed,
+                                             mosaic_cache=cfg.mosaic_cache, remap_mscoco=paths.remap_mscoco)
+    train = checked(train)
     val, val_loader = build_eval_data(cfg, train.label_map, seed=seed, batch_size=val_batch_size)
-    collator = BatchCollator(aug, epoch=train.epoch_counter, seed=seed)
     train_part = _subset(train, cfg.train_subset, seed)
     train_loader = build_train_loader(train_part, collator, batch_size, num_workers=cfg.num_workers, seed=seed,
                                       persistent_workers=cfg.num_workers > 0)
