@@ -34,6 +34,22 @@ def test_ops_per_stage():
     assert build_train_transforms(AugSchedule.baseline(5), 320).mosaic is None
 
 
+def test_standard_ops_choose_the_rt_detr_augmentation():
+    """``standard_ops`` picks the ops of the Dense O2O and standard stages; a mosaic sample keeps the
+    photometric distort only when it is listed; unknown ops are refused."""
+    import dataclasses
+
+    tail = ("sanitize", "horizontal_flip", "resize", "sanitize")
+    none = build_train_transforms(dataclasses.replace(SCHEDULE, standard_ops=()), 320)
+    assert none.plan(2, with_mosaic=True) == ("mosaic", *tail)
+    assert none.plan(3, with_mosaic=False) == tail and none.plan(4, with_mosaic=False) == tail
+    distort = build_train_transforms(dataclasses.replace(SCHEDULE, standard_ops=("photometric_distort",)), 320)
+    assert distort.plan(2, with_mosaic=True) == ("mosaic", "photometric_distort", *tail)
+    assert distort.plan(4, with_mosaic=False) == ("photometric_distort", *tail)
+    with pytest.raises(ValueError, match="not among"):
+        dataclasses.replace(SCHEDULE, standard_ops=("zoom_in",))
+
+
 def test_mosaic_fraction_follows_the_schedule():
     tf = build_train_transforms(SCHEDULE, 320)
     source = RectSource()

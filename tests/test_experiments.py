@@ -141,3 +141,22 @@ def test_the_protocol_sets_the_ema_decay():
     assert RunSpec("reduced").train_config().resolved_schedule().ema_decay == PROTOCOLS["reduced"].ema_decay
     assert PROTOCOLS["smoke"].ema_decay is None
     assert RunSpec("smoke").train_config().resolved_schedule().ema_decay == 0.9999  # the paper's
+
+
+def test_standard_ops_reach_the_pipeline_and_the_key_and_round_trip(monkeypatch):
+    """A protocol's ``standard_ops`` reaches the run's schedule, changes the key, and survives the
+    config's dict round trip; a protocol without it keeps the key it had before the field existed."""
+    import dataclasses
+
+    from deim.engine.config import TrainConfig
+
+    plain = RunSpec("smoke")
+    plain_key = plain.key()
+    monkeypatch.setitem(PROTOCOLS, "smoke", dataclasses.replace(PROTOCOLS["smoke"], standard_ops=()))
+    bare = RunSpec("smoke")
+    cfg = bare.train_config()
+    assert cfg.schedule.aug.standard_ops == ()
+    assert bare.key() != plain_key
+    assert TrainConfig.from_dict(cfg.to_dict()).resolved_schedule().aug.standard_ops == ()
+    monkeypatch.setitem(PROTOCOLS, "smoke", dataclasses.replace(PROTOCOLS["smoke"], standard_ops=None))
+    assert RunSpec("smoke").key() == plain_key

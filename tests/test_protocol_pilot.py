@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deim.analysis.protocol_pilot import choose, judge, last_quarter_gain
+from deim.analysis.protocol_pilot import best_within_budget, choose, judge, last_quarter_gain
 from deim.experiments.protocol import PILOT_CANDIDATES, PILOT_CHOICE, PILOT_RULE, PROTOCOLS, get_protocol
 from deim.experiments.runs import RunResult, RunSpec
 from deim.experiments.settings import notebook_runs, protocol_pilot, reproduction_runs
@@ -46,6 +46,16 @@ def test_judge_passes_a_flat_converged_candidate_and_names_each_failure():
     assert not judge("E", slow, RULE, study_units=33, jobs=2, fixed_minutes=10).checks["fits budget"]
 
     assert choose([v, ok]) is ok and choose([v]) is None
+
+    # none meets the rule: the best AP among the candidates that fit the budget, never a slow one
+    slower_better = judge("F", [_run([0.2, 0.3, 0.4, 0.45], seconds=1200, seed=s) for s in (0, 1)], RULE,
+                          study_units=33, jobs=2, fixed_minutes=10)
+    low = judge("G", [_run([0.05, 0.1, 0.15, 0.2], seed=s) for s in (0, 1)], RULE, study_units=33, jobs=2,
+                fixed_minutes=10)
+    higher = judge("H", [_run([0.1, 0.2, 0.25, 0.3], seed=s) for s in (0, 1)], RULE, study_units=33, jobs=2,
+                   fixed_minutes=10)
+    assert best_within_budget([slower_better, low, higher]) is higher
+    assert best_within_budget([slower_better]) is None
 
 
 def test_judge_needs_two_seeds():

@@ -11,7 +11,9 @@ few seeds; nothing else is looked at while choosing. :func:`judge` checks, from 
   of budget x the epochs the study trains, ``jobs`` at a time, plus the fixed costs), fits
   ``max_reproduce_minutes``.
 
-:func:`choose` keeps the first candidate (in the given order) that passes every check.
+:func:`choose` keeps the first candidate (in the given order) that passes every check; when none
+does, :func:`best_within_budget` names the one with the highest mean final AP among those whose
+reproduction fits the budget.
 """
 from __future__ import annotations
 
@@ -91,3 +93,9 @@ def judge(name: str, runs: Sequence[RunResult], rule: Mapping[str, float], *, st
 def choose(verdicts: Sequence[Verdict]) -> Verdict | None:
     """The first candidate that meets every check, or ``None``."""
     return next((v for v in verdicts if v.passed), None)
+
+
+def best_within_budget(verdicts: Sequence[Verdict]) -> Verdict | None:
+    """The candidate with the highest mean final AP among those that pass the budget check, or ``None``."""
+    fitting = [v for v in verdicts if v.checks.get("fits budget")]
+    return max(fitting, key=lambda v: float(np.mean(v.final_ap)), default=None)

@@ -85,10 +85,11 @@ class TrainTransforms(ContextTransform):
         """Names of the ops a sample of ``epoch`` goes through (before the final conversion)."""
         ops: list[str] = []
         if self.schedule.policy_ops_enabled(epoch):
+            chosen = self.schedule.standard_ops
             if with_mosaic:
-                ops += ["mosaic", "photometric_distort"]
+                ops += ["mosaic", *(op for op in chosen if op == "photometric_distort")]
             else:
-                ops += ["photometric_distort", "zoom_out", "iou_crop"]
+                ops += list(chosen)
         return (*ops, "sanitize", "horizontal_flip", "resize", "sanitize")
 
     def __call__(self, image: Any, target: Target, context: SampleContext) -> tuple[torch.Tensor, Target]:

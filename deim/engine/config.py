@@ -119,6 +119,8 @@ class TrainConfig:
             a = dict(s.pop("aug"))
             a["policy_epochs"] = tuple(a["policy_epochs"])
             a["mixup_epochs"] = tuple(a["mixup_epochs"])
+            if "standard_ops" in a:
+                a["standard_ops"] = tuple(a["standard_ops"])
             d["schedule"] = TrainSchedule(aug=AugSchedule(**a), **s)
         return cls(**d)
 

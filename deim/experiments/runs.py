@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from deim.cache import atomic_path, cache_dir, cache_entry, content_key, sha256_file
+from deim.data.aug_schedule import STANDARD_OPS
 from deim.engine.config import DataConfig, TrainConfig, rescale_epochs
 from deim.engine.schedules import get_schedule
 from deim.experiments.protocol import Protocol, get_protocol, snapshot_epochs
@@ -93,6 +94,8 @@ class RunSpec:
                    if getattr(p, k) is not None}
         aug = dataclasses.replace(schedule.aug, mosaic_prob=self.mosaic_prob, mixup_prob=self.mixup_prob,
                                   base_size=p.image_size, base_size_repeat=None)
+        if p.standard_ops is not None:
+            aug = dataclasses.replace(aug, standard_ops=tuple(p.standard_ops))
         schedule = dataclasses.replace(schedule, aug=aug, **changes)
         if p.dataset == "coco":
             if self.data_root is None:
@@ -101,7 +104,7 @@ class RunSpec:
         else:
             data = DataConfig(dataset="fashion", fashion_scale=p.fashion_scale, image_size=p.image_size,
                               num_workers=p.num_workers, train_subset=p.train_subset, val_subset=p.val_subset,
-                              fashion_canvas=dict(p.canvas))
+                              fashion_canvas=dict(p.canvas), val_batch_size=p.val_batch_size)
         weights = os.environ.get(p.backbone_weights_env) if p.backbone_weights_env else None
         return TrainConfig(preset=p.preset, model=dict(p.model), criterion=self.criterion_overrides(), data=data,
                            schedule=schedule, seed=self.seed, eval_every=p.eval_every, output_dir=str(output_dir),
@@ -113,8 +116,11 @@ class RunSpec:
         weights file enters by its content (SHA-256), not its path."""
         d = self.train_config().to_dict()
         d.pop("output_dir", None)
-        if not d["data"].get("fashion_canvas"):  # absent before it existed: the keys of such runs stay
+        # fields added later are left out at their defaults, so the keys of earlier runs stay
+        if not d["data"].get("fashion_canvas"):
             d["data"].pop("fashion_canvas", None)
+        if tuple(d["schedule"]["aug"].get("standard_ops", STANDARD_OPS)) == STANDARD_OPS:
+            d["schedule"]["aug"].pop("standard_ops", None)
         weights = d.pop("backbone_weights", None)
         if weights is not None:
             d["backbone_weights_sha256"] = file_sha256(weights)
