@@ -31,7 +31,8 @@ from deim.data.aug_schedule import STANDARD_OPS
 from deim.engine.config import DataConfig, TrainConfig, rescale_epochs
 from deim.engine.schedules import get_schedule
 from deim.experiments.protocol import Protocol, get_protocol, snapshot_epochs
-from deim.models.presets import baseline_criterion, get_preset
+from deim.models.build import resolve_preset
+from deim.models.presets import baseline_criterion
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ class RunSpec:
         """``deim.build_criterion`` overrides selecting the classification loss on the same model."""
         if self.loss == "mal":
             return {"criterion.gamma": self.gamma}
-        vfl = baseline_criterion(get_preset(self.protocol.preset))
+        vfl = baseline_criterion(resolve_preset(self.protocol.preset))
         return {"criterion.losses": list(vfl.losses), "criterion.weight_dict": dict(vfl.weight_dict),
                 "criterion.gamma": self.gamma, "criterion.alpha": vfl.alpha}
 

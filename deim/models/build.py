@@ -90,7 +90,7 @@ def _locate(preset: ModelPreset, key: str) -> tuple[str, str]:
 def typed_override(name: str | ModelPreset, key: str, value: Any) -> Any:
     """``value`` converted to the type of the preset field that ``key`` overrides (``"4e-4"`` -> a
     float, ``[1, 2]`` -> a tuple); ``ValueError`` for an unknown key or a value of the wrong kind."""
-    preset = get_preset(name) if isinstance(name, str) else name
+    preset = resolve_preset(name)
     if key in _TOP_LEVEL:
         _top_level(key, value)  # checked; kept as given (an int size stays an int)
         return value

@@ -17,7 +17,7 @@ from deim.report.writer import SCALES, default_figures_dir
 
 # Notebooks that run at smoke scale always but at larger scales only when named in ``only``: the
 # protocol pilot trains its own candidate runs, which a reproduction of the study does not need.
-OPT_IN = {"12": "the protocol pilot (trains its candidates' runs; about 30 minutes at reduced scale)"}
+OPT_IN = {"12": "the protocol pilot (trains its candidates' runs; hours at reduced scale)"}
 
 
 @dataclass
