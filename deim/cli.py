@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Execute the notebooks in notebooks/ with papermill and write figures "
                                      "(PNG), tables (CSV + Markdown) and provenance into figures/<scale>/.")
     rep.add_argument("--scale", choices=["smoke", "reduced", "full"], default="reduced",
-                     help="smoke: minutes (CI); reduced: about 3 hours on 2 CPU cores from an empty cache; full: the paper's "
+                     help="smoke: minutes (CI); reduced: about 2 hours on 2 CPU cores from an empty cache; full: the paper's "
                           "COCO settings on a GPU node (default: reduced)")
     rep.add_argument("--only", nargs="+", metavar="NAME", help="run only these notebooks (e.g. 01 or 02_schedules)")
     rep.add_argument("--notebooks-dir", default="notebooks", help="folder with the NN_topic.py notebooks")

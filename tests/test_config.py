@@ -43,3 +43,17 @@ def test_overrides():
         apply_overrides(cfg, ["seed"])
     with pytest.raises(ValueError, match="data.dataset"):
         apply_overrides(cfg, ["data.dataset=voc"])
+
+
+def test_standard_ops_override_and_yaml_roundtrip():
+    """``--set schedule.aug.standard_ops=[...]`` chooses RT-DETR's ops by name (a tuple, validated)
+    and survives the config's YAML round trip, as every checkpoint stores it."""
+    cfg = TrainConfig.from_schedule("deim_dfine_n", get_schedule("deim_dfine_n"))
+    assert cfg.resolved_schedule().aug.standard_ops == ("photometric_distort", "zoom_out", "iou_crop")
+    none = apply_overrides(cfg, ["schedule.aug.standard_ops=[]"])
+    assert none.resolved_schedule().aug.standard_ops == ()
+    one = apply_overrides(cfg, ["schedule.aug.standard_ops=[photometric_distort]"])
+    back = TrainConfig.from_dict(yaml.safe_load(one.to_yaml()))
+    assert back.resolved_schedule().aug.standard_ops == ("photometric_distort",)
+    with pytest.raises(ValueError, match="not among"):
+        apply_overrides(cfg, ["schedule.aug.standard_ops=[zoom]"])
