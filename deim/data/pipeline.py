@@ -15,7 +15,9 @@ Which bracketed (policy) ops run depends on ``schedule.stage(epoch)``:
 ``no_aug``      none
 ==============  =====================================================================
 
-Batch mixup and multi-scale are batch-level, in ``deim.data.collate.BatchCollator``.
+Distort, zoom-out and IoU crop run only when listed in ``schedule.standard_ops`` (officially all
+three; the reduced protocol lists none). Batch mixup and multi-scale are batch-level, in
+``deim.data.collate.BatchCollator``.
 
 Reproducibility: every sample's random numbers come from torch's generator re-seeded with
 ``(seed, epoch, index)`` for the duration of its transforms (the caller's RNG state is restored
