@@ -43,10 +43,10 @@ import torch
 
 from deim.engine.ema import ModelEMA
 from deim.engine.param_groups import OptimizerConfig, build_optimizer
-from deim.engine.schedules import get_optimizer_groups, get_schedule
 from deim.experiments.protocol import get_protocol
 from deim.losses.build import build_criterion
 from deim.models.build import build_model
+from deim.presets.catalog import get_preset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fixed_batch import clone_targets, fixed_batch  # noqa: E402
@@ -91,10 +91,11 @@ class OursStep:
         overrides = setting.model_overrides()
         self.model = build_model(setting.preset, **overrides)
         self.criterion = build_criterion(setting.preset, **overrides)
-        paper = get_schedule(setting.preset)
+        entry = get_preset(setting.preset)
+        paper = entry.schedule
         lr = setting.lr if setting.lr is not None else paper.lr
         backbone_lr = setting.backbone_lr if setting.backbone_lr is not None else paper.backbone_lr
-        no_decay_bias = get_optimizer_groups(setting.preset).no_decay_bias
+        no_decay_bias = entry.optimizer_groups.no_decay_bias
         self.optimizer = build_optimizer(self.model, OptimizerConfig(lr, backbone_lr, paper.weight_decay,
                                                                      no_decay_bias=no_decay_bias))
         self.ema = ModelEMA(self.model, paper.ema_decay, paper.ema_warmups)

@@ -35,19 +35,11 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 def _cmd_schedule(args: argparse.Namespace) -> int:
     import yaml
 
-    from deim.engine.schedules import get_schedule
+    from deim.presets.catalog import get_preset
+    from deim.presets.sections import plain
 
-    print(yaml.safe_dump({args.preset: _plain(get_schedule(args.preset).to_dict())}, sort_keys=False), end="")
+    print(yaml.safe_dump({args.preset: plain(get_preset(args.preset).schedule)}, sort_keys=False), end="")
     return 0
-
-
-def _plain(obj):
-    """Tuples to lists so that YAML stays readable."""
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
 
 
 class _OneLineErrors(argparse.ArgumentParser):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+from deim.presets.sections import ModelPreset
+
 
 @dataclass(frozen=True)
 class ScaleDefaults:
@@ -49,16 +51,16 @@ def fill_builtin_defaults(args: argparse.Namespace) -> list[str]:
     return filled
 
 
-def cap_queries(preset: str, model: dict, sizes: list[int]) -> tuple[dict, str | None]:
-    """``model`` overrides with ``num_queries`` capped to the memory positions of the smallest of
-    ``sizes``, and a notice; unchanged (and no notice) when they fit or ``num_queries`` is set."""
-    from deim.models.build import resolve_preset
+def cap_queries(preset: ModelPreset, model: dict, sizes: list[int]) -> tuple[dict, str | None]:
+    """``model`` overrides (``preset`` is the model they resolved to) with ``num_queries`` capped to
+    the memory positions of the smallest of ``sizes``, and a notice; unchanged (and no notice) when
+    they fit or ``num_queries`` is set."""
     from deim.models.query_budget import max_queries
 
     if "num_queries" in model or "decoder.num_queries" in model:
         return model, None
-    queries = resolve_preset(preset, **model).decoder.num_queries
-    positions, size = max_queries(preset, model, sizes)
+    queries = preset.decoder.num_queries
+    positions, size = max_queries(preset, sizes)
     if queries <= positions:
         return model, None
     notice = (f"[deim] note: {positions} queries instead of {queries}: at {size} px (the smallest training size) "

@@ -51,12 +51,14 @@ def _config(args: argparse.Namespace):
     from deim.cli_defaults import cap_queries, fill_builtin_defaults
     from deim.engine.config import DataConfig, TrainConfig, apply_overrides
     from deim.engine.input_sizes import training_sizes
-    from deim.engine.schedules import get_schedule
+    from deim.presets.catalog import get_preset
+    from deim.presets.resolve import resolve_preset
 
     filled = fill_builtin_defaults(args)
     if filled and getattr(args, "command", None) == "train":
         print(f"[deim] built-in data, {args.fashion_scale} scale: {' '.join(filled)} (give any to change)")
-    paper = get_schedule(args.preset)  # the one look-up of the preset's paper schedule
+    preset = get_preset(args.preset)  # the one look-up of the preset name
+    paper = preset.schedule
     cfg = TrainConfig.from_schedule(args.preset, paper, epochs=args.epochs, batch_size=args.batch_size)
     s = cfg.resolved_schedule()
     if args.batch_size is not None and args.batch_size != paper.total_batch_size:
@@ -75,9 +77,12 @@ def _config(args: argparse.Namespace):
 
         cfg.backbone_pretrain = BackbonePretrain(iterations=args.pretrain_backbone)
     cfg = apply_overrides(cfg, args.set or [])
+    if cfg.preset != preset.name:
+        raise ValueError(f"--set preset={cfg.preset} would keep {preset.name}'s schedule; choose the preset "
+                         f"with --preset {cfg.preset}")
     if getattr(args, "command", None) == "train":
-        cfg.model, notice = cap_queries(cfg.preset, cfg.model, training_sizes(cfg.resolved_schedule(),
-                                                                              cfg.data.image_size))
+        sizes = training_sizes(cfg.resolved_schedule(), cfg.data.image_size)
+        cfg.model, notice = cap_queries(resolve_preset(preset, **cfg.model).model, cfg.model, sizes)
         if notice:
             print(notice)
     return cfg

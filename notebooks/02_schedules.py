@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -20,7 +22,7 @@
 # mixup, p = 0.5 each) until about half of training (`4 + stop_epoch / 2`), standard RT-DETR
 # augmentation until `stop_epoch`, then no augmentation. The baselines (D-FINE, RT-DETRv2) keep
 # a constant LR after warm-up and never use Dense O2O. Values are the official configs', from
-# `deim.engine.schedules`; iterations per epoch are those of COCO train2017 at each preset's batch size.
+# `deim.presets.schedules`; iterations per epoch are those of COCO train2017 at each preset's batch size.
 
 # %% tags=["parameters"]
 scale = "smoke"
@@ -55,5 +57,5 @@ plt.show()
 # %%
 table = schedule_summary(DEIM_DFINE + DEIM_RT + BASELINES)
 out.save_table(table, "settings", caption="Per-preset schedule settings (official configs; "
-               "deim.engine.schedules). Epochs are 0-based stage boundaries.")
+               "deim.presets.schedules). Epochs are 0-based stage boundaries.")
 table

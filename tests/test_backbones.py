@@ -8,7 +8,7 @@ from torch import nn
 from deim.models.backbone_blocks import FrozenBatchNorm2d, LearnableAffineBlock, freeze_batch_norm
 from deim.models.build import build_backbone
 from deim.models.hgnetv2 import HGNetv2
-from deim.models.presets import get_preset
+from deim.presets.catalog import get_preset
 from deim.models.presnet import PResNet
 
 MANIFESTS = {
@@ -32,15 +32,15 @@ def manifest_backbone(manifest_dir, name: str) -> list[tuple[str, tuple[int, ...
 
 @pytest.mark.parametrize("preset", sorted(MANIFESTS))
 def test_state_dict_equals_the_official_manifest(preset, manifest_dir):
-    backbone = build_backbone(get_preset(preset))
+    backbone = build_backbone(get_preset(preset).model)
     ours = [(k, tuple(v.shape)) for k, v in backbone.state_dict().items()]
     assert ours == manifest_backbone(manifest_dir, MANIFESTS[preset])
 
 
 @pytest.mark.parametrize("preset", ["dfine_l", "dfine_x", "rtdetrv2_r50", "rtdetrv2_r50m", "rtdetrv2_r101"])
 def test_frozen_baselines_drop_batch_counters_and_freeze_the_stem(preset):
-    frozen = build_backbone(get_preset(preset))
-    plain = build_backbone(get_preset(f"deim_{preset}"))
+    frozen = build_backbone(get_preset(preset).model)
+    plain = build_backbone(get_preset(f"deim_{preset}").model)
     keys = set(frozen.state_dict())
     assert keys == {k for k in plain.state_dict() if not k.endswith("num_batches_tracked")}
     assert not any(isinstance(m, nn.BatchNorm2d) for m in frozen.modules())

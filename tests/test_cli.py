@@ -58,7 +58,9 @@ def test_export_writes_onnx(trained, tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["train", "--preset", "nope", "--data", "fashion"], "unknown schedule"),
+    (["train", "--preset", "nope", "--data", "fashion"], "unknown model preset 'nope'; choose one of deim_dfine_n"),
+    (["train", "--preset", "deim_dfine_n", "--data", "fashion", "--set", "preset=deim_dfine_s"],
+     "choose the preset with --preset deim_dfine_s"),
     (["train", "--preset", "deim_dfine_n", "--data", "coco"], "needs data.root"),
     (["train", "--preset", "deim_dfine_n", "--data", "custom", "--train-json", "x.json"], "needs data.train_images"),
     (["train", "--preset", "deim_dfine_n", "--data", "fashion", "--set", "data.nope=1"], "unknown config key"),

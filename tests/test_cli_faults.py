@@ -57,7 +57,7 @@ def test_13_a_value_that_does_not_fit_its_field_is_one_line(tmp_path):
 
 def test_13_library_and_command_line_overrides_agree():
     from deim.engine.config import TrainConfig, apply_overrides
-    from deim.models.build import resolve_preset
+    from deim.presets.resolve import resolve_model
 
     cfg = apply_overrides(TrainConfig.from_preset("deim_dfine_n"),
                           ["schedule.lr=4e-4", "model.decoder.num_layers=2", "criterion.gamma=1.5",
@@ -65,10 +65,10 @@ def test_13_library_and_command_line_overrides_agree():
     assert cfg.schedule.lr == 4e-4 and isinstance(cfg.schedule.lr, float)
     assert cfg.model == {"decoder.num_layers": 2} and cfg.criterion == {"criterion.gamma": 1.5}
     assert cfg.schedule.aug.policy_epochs == (0, 1, 2) and cfg.data.val_subset == 8
-    assert resolve_preset("deim_dfine_n", **{"decoder.num_layers": "2", "criterion.alpha": "5e-1"}).decoder.num_layers == 2
-    assert resolve_preset("deim_dfine_n", **{"criterion.alpha": "5e-1"}).criterion.alpha == 0.5
+    assert resolve_model("deim_dfine_n", **{"decoder.num_layers": "2", "criterion.alpha": "5e-1"}).decoder.num_layers == 2
+    assert resolve_model("deim_dfine_n", **{"criterion.alpha": "5e-1"}).criterion.alpha == 0.5
     with pytest.raises(ValueError, match="expected an integer"):
-        resolve_preset("deim_dfine_n", **{"num_queries": 2.5})
+        resolve_model("deim_dfine_n", **{"num_queries": 2.5})
 
 
 # ----------------------------------------------------------------- 12: numeric flags in range

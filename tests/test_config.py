@@ -5,23 +5,23 @@ import pytest
 import yaml
 
 from deim.engine.config import TrainConfig, apply_overrides, rescale_epochs
-from deim.engine.schedules import get_schedule
+from deim.presets.catalog import get_preset
 
 
 def test_from_preset_uses_the_paper_schedule():
     cfg = TrainConfig.from_preset("deim_dfine_l")
-    assert cfg.resolved_schedule() == get_schedule("deim_dfine_l")
+    assert cfg.resolved_schedule() == get_preset("deim_dfine_l").schedule
 
 
 def test_rescale_keeps_the_shape():
-    s = rescale_epochs(get_schedule("deim_dfine_l"), 29)  # half of 58
+    s = rescale_epochs(get_preset("deim_dfine_l").schedule, 29)  # half of 58
     assert s.epochs == 29
     assert s.aug.policy_epochs == (2, 14, 25) and s.aug.mixup_epochs == (2, 14)
     assert s.flat_epoch == 14 and s.no_aug_epoch == 4
-    short = rescale_epochs(get_schedule("deim_dfine_s"), 12)
+    short = rescale_epochs(get_preset("deim_dfine_s").schedule, 12)
     e0, e1, e2 = short.aug.policy_epochs
     assert 1 <= e0 < e1 < e2 < 12
-    base = rescale_epochs(get_schedule("dfine_s"), 12)  # baselines keep a constant LR
+    base = rescale_epochs(get_preset("dfine_s").schedule, 12)  # baselines keep a constant LR
     assert base.flat_epoch > base.epochs and base.aug.policy_epochs[:2] == (0, 0)
 
 
@@ -48,7 +48,7 @@ def test_overrides():
 def test_standard_ops_override_and_yaml_roundtrip():
     """``--set schedule.aug.standard_ops=[...]`` chooses RT-DETR's ops by name (a tuple, validated)
     and survives the config's YAML round trip, as every checkpoint stores it."""
-    cfg = TrainConfig.from_schedule("deim_dfine_n", get_schedule("deim_dfine_n"))
+    cfg = TrainConfig.from_schedule("deim_dfine_n", get_preset("deim_dfine_n").schedule)
     assert cfg.resolved_schedule().aug.standard_ops == ("photometric_distort", "zoom_out", "iou_crop")
     none = apply_overrides(cfg, ["schedule.aug.standard_ops=[]"])
     assert none.resolved_schedule().aug.standard_ops == ()

@@ -310,9 +310,9 @@ def _parity_model(size: str, check, **decoder_overrides) -> _Detector:
     pytest.importorskip("deim.models.hgnetv2", reason="backbone not written yet")
     pytest.importorskip("deim.models.hybrid_encoder", reason="encoder not written yet")
     from deim.models.build import build_backbone, build_encoder
-    from deim.models.presets import get_preset
+    from deim.presets.catalog import get_preset
 
-    preset = get_preset(f"deim_dfine_{size}")  # backbone (freeze_norm False) and encoder of the official config
+    preset = get_preset(f"deim_dfine_{size}").model  # backbone (freeze_norm False) and encoder of the official config
     model = _Detector(build_backbone(preset), build_decoder(size, **decoder_overrides), build_encoder(preset))
     model.load_state_dict(check.deterministic_state_dict(model.state_dict()), strict=True)
     return model

@@ -15,7 +15,7 @@ from torch import nn
 from deim.models.build import build_backbone, build_encoder
 from deim.models.encoder_blocks import ConvNormLayer, CSPLayer, RepNCSPELAN4, SCDown, VGGBlock
 from deim.models.hybrid_encoder import HybridEncoder, TransformerEncoderLayer, sincos_position_embedding
-from deim.models.presets import get_preset
+from deim.presets.catalog import get_preset
 
 MANIFEST = {"deim_dfine_n": "deim_hgnetv2_n_coco", "deim_dfine_s": "deim_hgnetv2_s_coco",
             "deim_dfine_m": "deim_hgnetv2_m_coco", "deim_dfine_l": "deim_hgnetv2_l_coco",
@@ -55,7 +55,7 @@ def randomise_norms(module: nn.Module, seed: int = 0) -> None:
 def test_state_dict_equals_official_manifest(name, manifest_dir):
     lines = (manifest_dir / f"{MANIFEST[name]}.tsv").read_text().splitlines()[1:]
     official = [tuple(line.split("\t")) for line in lines if line.startswith("encoder.")]
-    ours = [(f"encoder.{k}", str(tuple(v.shape))) for k, v in build_encoder(get_preset(name)).state_dict().items()]
+    ours = [(f"encoder.{k}", str(tuple(v.shape))) for k, v in build_encoder(get_preset(name).model).state_dict().items()]
     assert ours == official
 
 
@@ -282,7 +282,7 @@ def _deterministic_weights(model: nn.Module, prefix: str) -> None:
 def test_encoder_features_equal_the_official_dfine_n(parity_dir):
     """Backbone + encoder of DEIM-D-FINE-N on the fixture's eval input, against the official run."""
     fixture = torch.load(parity_dir / "n.pt")
-    preset = get_preset("deim_dfine_n")
+    preset = get_preset("deim_dfine_n").model
     backbone, encoder = build_backbone(preset).eval(), build_encoder(preset).eval()
     _deterministic_weights(backbone, "backbone.")
     _deterministic_weights(encoder, "encoder.")

@@ -9,9 +9,10 @@ import pytest
 import torch
 import yaml
 
-from deim.models.build import apply_overrides, build_model, valid_override_keys
+from deim.models.build import build_model
 from deim.models.flops import count_gflops, count_parameters
-from deim.models.presets import get_preset, list_presets, preset_to_yaml
+from deim.presets.catalog import get_preset, list_presets, preset_to_yaml
+from deim.presets.resolve import apply_overrides, valid_override_keys
 
 DEIM_PRESETS = ["deim_dfine_n", "deim_dfine_s", "deim_dfine_m", "deim_dfine_l", "deim_dfine_x",
                 "deim_rtdetrv2_r18", "deim_rtdetrv2_r34", "deim_rtdetrv2_r50m", "deim_rtdetrv2_r50",
@@ -72,7 +73,10 @@ def test_every_preset_is_listed_once():
 
 def test_preset_yaml_prints_every_value():
     text = preset_to_yaml("deim_rtdetrv2_r50m")
-    d = yaml.safe_load(text)
+    entry = yaml.safe_load(text)
+    d = entry["model"]
+    assert entry["schedule"]["epochs"] == 60 and entry["schedule"]["aug"]["policy_epochs"] == [4, 34, 58]
+    assert entry["optimizer_groups"] == {"no_decay_bias": False}
     assert d["decoder"]["num_layers"] == 3 and d["decoder"]["eval_idx"] == 2
     assert d["decoder"]["query_pos_method"] == "as_reg" and "reg_max" not in d["decoder"]
     assert d["criterion"]["losses"] == ["mal", "boxes"] and d["criterion"]["gamma"] == 1.5
@@ -81,14 +85,14 @@ def test_preset_yaml_prints_every_value():
     assert d["backbone"] == {"type": "presnet", "return_idx": [1, 2, 3], "freeze_at": -1, "freeze_norm": False,
                              "depth": 50, "variant": "d", "num_stages": 4, "act": "relu"}
     assert d["eval_spatial_size"] == [640, 640] and d["num_classes"] == 80
-    n = yaml.safe_load(preset_to_yaml("deim_dfine_n"))
+    n = yaml.safe_load(preset_to_yaml("deim_dfine_n"))["model"]
     assert n["encoder"]["in_channels"] == [512, 1024] and n["decoder"]["num_points"] == [6, 6]
     assert n["decoder"]["reg_scale"] == 4 and "query_pos_method" not in n["decoder"]
 
 
 @pytest.mark.parametrize("size", ["n", "s", "m", "l", "x"])
 def test_dfine_baselines_differ_from_deim_only_where_official(size):
-    deim, base = get_preset(f"deim_dfine_{size}"), get_preset(f"dfine_{size}")
+    deim, base = get_preset(f"deim_dfine_{size}").model, get_preset(f"dfine_{size}").model
     assert (deim.decoder.activation, deim.decoder.mlp_act) == ("silu", "silu")
     assert (base.decoder.activation, base.decoder.mlp_act) == ("relu", "relu")
     assert deim.criterion.losses == ("mal", "boxes", "local") and deim.criterion.gamma == 1.5
@@ -105,7 +109,7 @@ def test_dfine_baselines_differ_from_deim_only_where_official(size):
 
 @pytest.mark.parametrize("size", ["r18", "r34", "r50m", "r50", "r101"])
 def test_rtdetrv2_baselines_differ_from_deim_only_where_official(size):
-    deim, base = get_preset(f"deim_rtdetrv2_{size}"), get_preset(f"rtdetrv2_{size}")
+    deim, base = get_preset(f"deim_rtdetrv2_{size}").model, get_preset(f"rtdetrv2_{size}").model
     assert deim.decoder.query_pos_method == "as_reg" and base.decoder.query_pos_method == "default"
     assert not deim.criterion.use_uni_set and not base.criterion.use_uni_set
     assert base.criterion.weight_dict == {"loss_vfl": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0}
@@ -116,25 +120,25 @@ def test_rtdetrv2_baselines_differ_from_deim_only_where_official(size):
 
 
 def test_overrides_reach_the_right_section():
-    p = apply_overrides(get_preset("deim_dfine_s"), num_classes=5, num_queries=100, num_denoising=0,
+    p = apply_overrides(get_preset("deim_dfine_s").model, num_classes=5, num_queries=100, num_denoising=0,
                         eval_spatial_size=320, **{"encoder.hidden_dim": 128, "matcher.cost_class": 1.0})
     assert p.num_classes == 5 and p.eval_spatial_size == (320, 320)
     assert p.decoder.num_queries == 100 and p.decoder.num_denoising == 0
     assert p.encoder.hidden_dim == 128 and p.decoder.hidden_dim == 256
     assert p.criterion.matcher.cost_class == 1.0
-    assert get_preset("deim_dfine_s").decoder.num_queries == 300  # presets are not shared state
+    assert get_preset("deim_dfine_s").model.decoder.num_queries == 300  # presets are not shared state
 
 
 def test_unknown_or_ambiguous_override_is_refused():
     with pytest.raises(ValueError, match="unknown override 'num_querys'.*num_queries"):
         build_model("deim_dfine_n", num_querys=10)
     with pytest.raises(ValueError, match="ambiguous.*encoder.hidden_dim"):
-        apply_overrides(get_preset("deim_dfine_n"), hidden_dim=64)
+        apply_overrides(get_preset("deim_dfine_n").model, hidden_dim=64)
     with pytest.raises(ValueError, match="unknown override 'query_pos_method'"):
-        apply_overrides(get_preset("deim_dfine_n"), query_pos_method="as_reg")  # RT-DETRv2 only
+        apply_overrides(get_preset("deim_dfine_n").model, query_pos_method="as_reg")  # RT-DETRv2 only
     with pytest.raises(ValueError, match="unknown model preset 'deim_dfine_q'"):
         build_model("deim_dfine_q")
-    assert "decoder.reg_max" not in valid_override_keys(get_preset("deim_rtdetrv2_r18"))
+    assert "decoder.reg_max" not in valid_override_keys(get_preset("deim_rtdetrv2_r18").model)
 
 
 # ---------------------------------------------------------------- official layouts

@@ -10,9 +10,10 @@ import torch
 from deim.cli_defaults import FASHION_DEFAULTS, cap_queries, fill_builtin_defaults
 from deim.engine.config import DataConfig, TrainConfig
 from deim.engine.input_sizes import training_sizes
-from deim.engine.schedules import get_schedule
-from deim.models.build import build_model, resolve_preset
+from deim.models.build import build_model
 from deim.models.query_budget import check_query_budget, memory_positions
+from deim.presets.catalog import get_preset
+from deim.presets.resolve import resolve_model
 
 
 @pytest.mark.parametrize("preset, size", [("deim_dfine_n", 96), ("deim_dfine_n", 100), ("deim_dfine_s", 160)])
@@ -20,17 +21,17 @@ def test_memory_positions_equal_the_encoders_output(preset, size):
     model = build_model(preset, num_classes=2, num_queries=4).eval()
     with torch.no_grad():
         feats = model.encoder(model.backbone(torch.rand(1, 3, size, size)))
-    assert memory_positions(resolve_preset(preset), size) == sum(f.shape[-1] * f.shape[-2] for f in feats)
+    assert memory_positions(resolve_model(preset), size) == sum(f.shape[-1] * f.shape[-2] for f in feats)
 
 
 def test_refusal_gives_the_exact_set():
     with pytest.raises(ValueError, match=r"only 125 memory positions: add --set model.num_queries=125"):
-        check_query_budget("deim_dfine_n", {}, [160])
-    check_query_budget("deim_dfine_n", {"num_queries": 125}, [160, 192])
+        check_query_budget(resolve_model("deim_dfine_n"), [160])
+    check_query_budget(resolve_model("deim_dfine_n", num_queries=125), [160, 192])
 
 
 def test_multiscale_sizes_count():
-    schedule = get_schedule("deim_dfine_s")
+    schedule = get_preset("deim_dfine_s").schedule
     sizes = training_sizes(schedule, 320)
     assert min(sizes) == 224 and 320 in sizes
 
@@ -48,10 +49,11 @@ def test_trainer_refuses_before_building_data(tmp_path):
 
 
 def test_cap_only_when_not_chosen():
-    model, notice = cap_queries("deim_dfine_n", {}, [160])
+    model, notice = cap_queries(resolve_model("deim_dfine_n"), {}, [160])
     assert model == {"num_queries": 125} and "125 queries instead of 300" in notice
-    assert cap_queries("deim_dfine_n", {"num_queries": 200}, [160]) == ({"num_queries": 200}, None)
-    assert cap_queries("deim_dfine_n", {}, [640]) == ({}, None)
+    n = resolve_model("deim_dfine_n")
+    assert cap_queries(resolve_model(n, num_queries=200), {"num_queries": 200}, [160]) == ({"num_queries": 200}, None)
+    assert cap_queries(n, {}, [640]) == ({}, None)
 
 
 def test_fashion_defaults_fill_only_what_is_unset():

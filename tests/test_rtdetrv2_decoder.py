@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from deim.models.build import build_decoder
-from deim.models.presets import get_preset
+from deim.presets.catalog import get_preset
 from deim.models.rtdetrv2_decoder import RTDETRv2Decoder
 
 TINY = dict(num_classes=7, hidden_dim=32, num_queries=30, feat_channels=(16, 24, 40), feat_strides=(8, 16, 32),
@@ -139,7 +139,7 @@ def test_state_dict_layout_matches_the_official_manifest(name, manifest_dir):
     lines = (manifest_dir / f"{R_MANIFESTS[name]}.tsv").read_text().splitlines()[1:]
     expected = {key: tuple(eval(shape)) for key, shape in (line.split("\t") for line in lines)
                 if key.startswith("decoder.")}
-    got = {f"decoder.{k}": tuple(v.shape) for k, v in build_decoder(get_preset(name)).state_dict().items()}
+    got = {f"decoder.{k}": tuple(v.shape) for k, v in build_decoder(get_preset(name).model).state_dict().items()}
     assert got == expected
 
 

@@ -8,17 +8,17 @@ import pytest
 
 from deim.engine.config import TrainConfig
 from deim.engine.run_preset import resolve_run_preset
-from deim.engine.schedules import SCHEDULES
-from deim.models.build import resolve_preset
-from deim.models.presets import baseline_criterion, get_preset, list_presets
+from deim.presets.resolve import resolve_model, resolve_preset
+from deim.presets.catalog import get_preset, list_presets
+from deim.presets.models import baseline_criterion
 
 ENGINE = Path(__file__).resolve().parents[1] / "deim" / "engine"
 
 
 def test_resolved_parts_match_the_builders_own_resolution():
     cfg = TrainConfig.from_preset("deim_dfine_s", model={"num_queries": 30}, criterion={"criterion.gamma": 1.0})
-    run = resolve_run_preset(cfg, cfg.resolved_schedule(), num_classes=3)
-    assert run.model.to_dict() == resolve_preset("deim_dfine_s", num_queries=30, num_classes=3).to_dict()
+    run = resolve_run_preset(resolve_preset(cfg.preset, **cfg.model), cfg, cfg.resolved_schedule(), num_classes=3)
+    assert run.model.to_dict() == resolve_model("deim_dfine_s", num_queries=30, num_classes=3).to_dict()
     assert run.criterion.criterion.gamma == 1.0 and run.model.criterion.gamma == 1.5
     assert run.postprocessor.postprocessor.num_top_queries == 30 * 3  # capped at queries x classes
     assert run.schedule == cfg.resolved_schedule()
@@ -26,20 +26,20 @@ def test_resolved_parts_match_the_builders_own_resolution():
 
 def test_explicit_top_k_is_kept():
     cfg = TrainConfig.from_preset("deim_dfine_s", model={"num_queries": 30, "postprocessor.num_top_queries": 50})
-    assert resolve_run_preset(cfg, cfg.resolved_schedule(), 3).postprocessor.postprocessor.num_top_queries == 50
+    assert resolve_run_preset(resolve_preset(cfg.preset, **cfg.model), cfg, cfg.resolved_schedule(), 3).postprocessor.postprocessor.num_top_queries == 50
 
 
-@pytest.mark.parametrize("name", list(SCHEDULES))
+@pytest.mark.parametrize("name", list_presets())
 def test_optimiser_groups_come_from_the_preset_entry(name):
     cfg = TrainConfig.from_preset(name)
-    optimizer = resolve_run_preset(cfg, cfg.resolved_schedule(), 80).optimizer_config()
+    optimizer = resolve_run_preset(get_preset(name), cfg, cfg.resolved_schedule(), 80).optimizer_config()
     assert optimizer.no_decay_bias == name.endswith("dfine_n")  # the official N configs exempt biases
     assert optimizer.lr == cfg.resolved_schedule().lr
 
 
 @pytest.mark.parametrize("name", [n for n in list_presets() if n.startswith("deim_")])
 def test_baseline_criterion_is_the_baselines_own(name):
-    assert baseline_criterion(get_preset(name)) == get_preset(name.removeprefix("deim_")).criterion
+    assert baseline_criterion(get_preset(name).model) == get_preset(name.removeprefix("deim_")).model.criterion
 
 
 def test_no_engine_function_takes_more_than_8_parameters():
@@ -52,3 +52,12 @@ def test_no_engine_function_takes_more_than_8_parameters():
                 if len(names) + (a.vararg is not None) + (a.kwarg is not None) > 8:
                     too_many.append(f"{path.name}:{node.name}")
     assert not too_many
+
+
+@pytest.mark.parametrize("module", ["deim.presets.catalog", "deim.presets.resolve", "deim.presets.schedules"])
+def test_preset_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0

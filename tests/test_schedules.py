@@ -8,7 +8,7 @@ import torch
 
 from deim.data.aug_schedule import AugSchedule
 from deim.engine.lr_schedule import FlatCosine, FlatCosineScheduler, flat_cosine_lr
-from deim.engine.schedules import SCHEDULES, get_schedule
+from deim.presets.catalog import get_preset, list_presets
 
 
 def test_flat_cosine_phases():
@@ -35,11 +35,11 @@ def test_flat_cosine_is_monotone_after_warmup():
 def test_official_l_per_group_values():
     """Reference §4: DEIM-D-FINE-L with 100 it/epoch: groups at [2.5e-5, 5e-4, 5e-4] when flat,
     [1.25e-5, 2.5e-4, 2.5e-4] from iteration 5000 on."""
-    s = get_schedule("deim_dfine_l")
+    s = get_preset("deim_dfine_l").schedule
     params = [torch.nn.Parameter(torch.zeros(1)) for _ in range(3)]
     opt = torch.optim.AdamW([{"params": [params[0]], "lr": s.backbone_lr}, {"params": [params[1]]},
                              {"params": [params[2]]}], lr=s.lr)
-    sched = FlatCosineScheduler(opt, s.lr_schedule(iters_per_epoch=100))
+    sched = FlatCosineScheduler(opt, FlatCosine.of(s, iters_per_epoch=100))
     sched.step(2500)
     assert sched.get_last_lr() == pytest.approx([2.5e-5, 5e-4, 5e-4])
     for it in (5000, 5799):
@@ -70,7 +70,7 @@ def test_multiscale_sizes_official_list():
 def test_from_epochs_rule_matches_dfine_presets():
     """flat_epoch = e1 = 4 + stop_epoch // 2 for the D-FINE-based DEIM presets (S, M, L, X)."""
     for name, no_aug in [("deim_dfine_s", 12), ("deim_dfine_m", 12), ("deim_dfine_l", 8), ("deim_dfine_x", 8)]:
-        s = get_schedule(name)
+        s = get_preset(name).schedule
         derived = AugSchedule.from_epochs(s.epochs, no_aug)
         assert derived.policy_epochs == s.aug.policy_epochs, name
         assert derived.mixup_epochs == s.aug.mixup_epochs
@@ -79,14 +79,14 @@ def test_from_epochs_rule_matches_dfine_presets():
 
 def test_resnet_presets_end_dense_o2o_at_half_the_epochs():
     for name in ("deim_rtdetrv2_r18", "deim_rtdetrv2_r34", "deim_rtdetrv2_r50", "deim_rtdetrv2_r101"):
-        s = get_schedule(name)
+        s = get_preset(name).schedule
         assert s.aug.policy_epochs[1] == 4 + s.epochs // 2 == s.flat_epoch
         assert s.stop_epoch == s.epochs - s.no_aug_epoch
 
 
-@pytest.mark.parametrize("name", sorted(SCHEDULES))
+@pytest.mark.parametrize("name", list_presets())
 def test_every_preset_is_consistent(name):
-    s = get_schedule(name)
+    s = get_preset(name).schedule
     assert s.stop_epoch <= s.epochs
     assert s.backbone_lr <= s.lr
     if name.startswith("deim_"):
@@ -94,7 +94,7 @@ def test_every_preset_is_consistent(name):
         assert s.stop_epoch == s.epochs - s.no_aug_epoch
     else:  # baselines: no Dense O2O, constant LR after warm-up
         assert s.aug.mosaic_probability(10) == 0 and s.aug.mixup_probability(10) == 0
-        lr = s.lr_schedule(100)
+        lr = FlatCosine.of(s, 100)
         assert lr.lr_at(s.warmup_iter + 1, 1.0) == lr.lr_at(s.epochs * 100 - 1, 1.0) == 1.0
 
 
@@ -103,12 +103,12 @@ def test_bad_values_raise():
         AugSchedule(policy_epochs=(10, 5, 20))
     with pytest.raises(ValueError, match="mosaic_prob"):
         AugSchedule(policy_epochs=(1, 2, 3), mosaic_prob=1.5)
-    with pytest.raises(ValueError, match="unknown schedule"):
-        get_schedule("deim_dfine_q")
+    with pytest.raises(ValueError, match="unknown model preset"):
+        get_preset("deim_dfine_q").schedule
     with pytest.raises(ValueError, match="shorter than the warm-up"):
         AugSchedule.from_epochs(5, 3)
 
 
 def test_linear_batch_scaling():
-    s = get_schedule("deim_dfine_s").scaled_to_batch(64)
+    s = get_preset("deim_dfine_s").schedule.scaled_to_batch(64)
     assert s.lr == pytest.approx(8e-4) and s.backbone_lr == pytest.approx(4e-4) and s.total_batch_size == 64

@@ -8,17 +8,16 @@ import json
 import pytest
 import torch
 
-from deim.engine.config import DataConfig, TrainConfig
+from deim.engine.config import DataConfig, TrainConfig, rescale_epochs
 from deim.engine.fit import Trainer
-from deim.engine.schedules import get_schedule
-from deim.engine.config import rescale_epochs
+from deim.presets.catalog import get_preset
 
 TINY_MODEL = {"eval_spatial_size": 96, "num_queries": 12, "num_denoising": 6, "decoder.num_layers": 2}
 
 
 def tiny_config(output_dir, epochs: int = 3, **changes) -> TrainConfig:
     """DEIM-D-FINE-N, narrowed, on 16 smoke images of 96 px; Dense O2O in epoch 0, standard after."""
-    schedule = rescale_epochs(get_schedule("deim_dfine_s"), epochs).scaled_to_batch(4)
+    schedule = rescale_epochs(get_preset("deim_dfine_s").schedule, epochs).scaled_to_batch(4)
     schedule = dataclasses.replace(schedule, warmup_iter=4, ema_warmups=4,
                                    aug=dataclasses.replace(schedule.aug, policy_epochs=(0, 1, epochs),
                                                            mixup_epochs=(0, 1), base_size_repeat=None))

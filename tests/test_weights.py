@@ -45,7 +45,7 @@ def leftovers(folder) -> list[str]:
 
 
 def test_every_released_model_has_a_preset_and_a_drive_link():
-    from deim.models.presets import list_presets
+    from deim.presets.catalog import list_presets
 
     names = zoo.list_pretrained()
     assert {f"deim_dfine_{s}_coco" for s in "nsmlx"} <= set(names)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from deim.engine.schedules import get_schedule
+from deim.engine.lr_schedule import FlatCosine
+from deim.presets.catalog import get_preset
 
 COCO_TRAIN_IMAGES = 118_287  # train2017; sets the iterations per epoch (the warm-up is counted in iterations)
 
@@ -14,7 +15,7 @@ STAGE_LABELS = {"warmup": "aug warm-up", "dense_o2o": "Dense O2O (mosaic + mixup
 
 def coco_iters_per_epoch(preset: str) -> int:
     """Iterations per COCO epoch at the preset's total batch size."""
-    return COCO_TRAIN_IMAGES // get_schedule(preset).total_batch_size
+    return COCO_TRAIN_IMAGES // get_preset(preset).schedule.total_batch_size
 
 
 def schedule_table(preset: str, iters_per_epoch: int | None = None, per_epoch: int = 4) -> pd.DataFrame:
@@ -22,9 +23,9 @@ def schedule_table(preset: str, iters_per_epoch: int | None = None, per_epoch: i
 
     ``iters_per_epoch`` defaults to COCO train2017 at the preset's batch size.
     """
-    s = get_schedule(preset)
+    s = get_preset(preset).schedule
     iters_per_epoch = iters_per_epoch or coco_iters_per_epoch(preset)
-    lr = s.lr_schedule(iters_per_epoch)
+    lr = FlatCosine.of(s, iters_per_epoch)
     epochs_f, lrs = lr.curve(1.0, per_epoch=per_epoch)
     rows = []
     for e, v in zip(epochs_f, lrs):
@@ -39,7 +40,7 @@ def schedule_summary(presets: list[str]) -> pd.DataFrame:
     """One row per preset with every schedule number (the paper's per-model settings)."""
     rows = []
     for name in presets:
-        s = get_schedule(name)
+        s = get_preset(name).schedule
         e0, e1, e2 = s.aug.policy_epochs
         rows.append({"preset": name, "epochs": s.epochs, "warmup_end": e0, "dense_o2o_end": e1, "stop_epoch": e2,
                      "flat_epoch": s.flat_epoch, "no_aug_epoch": s.no_aug_epoch, "lr": s.lr,
@@ -57,7 +58,7 @@ def plot_schedules(presets: list[str], iters_per_epoch: int | None = None, ncols
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.6 * nrows), squeeze=False, sharey=True)
     for ax, name in zip(axes.flat, presets):
         df = schedule_table(name, iters_per_epoch)
-        s = get_schedule(name)
+        s = get_preset(name).schedule
         for epoch in range(s.epochs):
             ax.axvspan(epoch, epoch + 1, color=STAGE_COLORS[s.aug.stage(epoch)], lw=0)
         ax.plot(df["epoch"], df["lr_factor"], color="k", lw=1.5)

@@ -16,7 +16,9 @@ import yaml
 
 from deim.data.aug_schedule import AugSchedule
 from deim.engine.backbone_pretrain import BackbonePretrain
-from deim.engine.schedules import TrainSchedule, get_schedule
+from deim.presets.catalog import get_preset
+from deim.presets.sections import plain
+from deim.presets.training import TrainSchedule
 from deim.overrides import coerce_value, field_types, parse_value
 
 
@@ -84,7 +86,7 @@ class TrainConfig:
     def from_preset(cls, preset: str, epochs: int | None = None, batch_size: int | None = None,
                     **kwargs) -> "TrainConfig":
         """The paper's schedule for ``preset``, rescaled to ``epochs`` and ``batch_size`` when given."""
-        return cls.from_schedule(preset, get_schedule(preset), epochs, batch_size, **kwargs)
+        return cls.from_schedule(preset, get_preset(preset).schedule, epochs, batch_size, **kwargs)
 
     @classmethod
     def from_schedule(cls, preset: str, schedule: TrainSchedule, epochs: int | None = None,
@@ -98,12 +100,12 @@ class TrainConfig:
         return cls(preset=preset, schedule=schedule, **kwargs)
 
     def resolved_schedule(self) -> TrainSchedule:
-        return self.schedule if self.schedule is not None else get_schedule(self.preset)
+        return self.schedule if self.schedule is not None else get_preset(self.preset).schedule
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["schedule"] = self.resolved_schedule().to_dict()
-        return _plain(d)
+        return plain(d)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -171,7 +173,7 @@ def apply_overrides(cfg: TrainConfig, assignments: list[str]) -> TrainConfig:
         parts = key.split(".")
         if parts[0] in ("model", "criterion") and len(parts) > 1:
             inner, typed = _model_override(d["preset"], parts[0], ".".join(parts[1:]), value)
-            d[parts[0]][inner] = _plain(typed)
+            d[parts[0]][inner] = plain(typed)
             continue
         node, owner = d, TrainConfig
         for depth, part in enumerate(parts[:-1]):
@@ -181,14 +183,14 @@ def apply_overrides(cfg: TrainConfig, assignments: list[str]) -> TrainConfig:
         if parts[-1] not in node:
             raise ValueError(f"unknown config key {key!r}; valid keys here: {', '.join(sorted(node))}")
         hint = field_types(owner).get(parts[-1]) if owner is not None else None
-        node[parts[-1]] = _plain(coerce_value(key, value, hint) if hint is not None else value)
+        node[parts[-1]] = plain(coerce_value(key, value, hint) if hint is not None else value)
     return TrainConfig.from_dict(d)
 
 
 def _model_override(preset: str, section: str, key: str, value: Any) -> tuple[str, Any]:
     """``(builder key, typed value)`` of ``model.<key>`` or ``criterion.<key>``; under ``criterion``
     a key of the criterion itself may leave out its section (``criterion.gamma``)."""
-    from deim.models.build import typed_override
+    from deim.presets.resolve import typed_override
 
     try:
         return key, typed_override(preset, key, value)
@@ -215,14 +217,6 @@ def _check_at_least(minimum: int, **values: Any) -> None:
     for name, value in values.items():
         if not isinstance(value, int) or value < minimum:
             raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
 
 
 def config_fields() -> list[str]:

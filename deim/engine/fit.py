@@ -36,7 +36,7 @@ from deim.engine.distributed import DistInfo, barrier
 from deim.engine.ema import ModelEMA
 from deim.engine.run_history import RunLog
 from deim.engine.run_setup import RunParts, build_run
-from deim.engine.schedules import TrainSchedule
+from deim.presets.training import TrainSchedule
 from deim.engine.train_loop import NonFiniteGuard, evaluate_coco, train_one_epoch
 
 

@@ -21,9 +21,10 @@ from torchvision.transforms.v2 import functional as TF
 from deim.data.labels import LabelMap
 from deim.engine.image_inputs import (  # noqa: F401 - IMAGE_SUFFIXES and find_images are re-exported
     IMAGE_SUFFIXES, check_output_folder, find_images, output_names)
-from deim.models.build import apply_overrides, build_model, build_postprocessor, resolve_preset
+from deim.models.build import build_model, build_postprocessor
 from deim.models.checkpoint import load_checkpoint
-from deim.models.presets import ModelPreset
+from deim.presets.resolve import apply_overrides, resolve_model
+from deim.presets.sections import ModelPreset
 
 
 @dataclass
@@ -84,7 +85,7 @@ def load_for_inference(checkpoint: str | Path | dict, preset: str | None = None,
         label_map = LabelMap(tuple(range(num_classes)), tuple(f"class {i}" for i in range(num_classes)))
     image_size = image_size or 640
     overrides.update(num_classes=label_map.num_classes, eval_spatial_size=image_size)
-    resolved = resolve_preset(preset, **overrides)
+    resolved = resolve_model(preset, **overrides)
     model = build_model(resolved)
     try:
         load_checkpoint(model, state, strict=True)

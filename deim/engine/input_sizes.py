@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from deim.engine.schedules import TrainSchedule
+from deim.presets.training import TrainSchedule
 
 
 def training_sizes(schedule: TrainSchedule, image_size: int) -> list[int]:

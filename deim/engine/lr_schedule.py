@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
+from deim.presets.training import TrainSchedule
+
 
 def flat_cosine_lr(it: int, *, total_iter: int, warmup_iter: int, flat_iter: int, no_aug_iter: int,
                    init_lr: float, min_lr: float) -> float:
@@ -47,6 +49,12 @@ class FlatCosine:
             raise ValueError(f"iters_per_epoch must be positive, got {self.iters_per_epoch}")
         if self.no_aug_epoch > self.epochs:
             raise ValueError(f"no_aug_epoch ({self.no_aug_epoch}) exceeds epochs ({self.epochs})")
+
+    @classmethod
+    def of(cls, schedule: TrainSchedule, iters_per_epoch: int) -> "FlatCosine":
+        """The LR schedule of a training schedule, with ``iters_per_epoch`` iterations per epoch."""
+        return cls(iters_per_epoch=iters_per_epoch, epochs=schedule.epochs, flat_epoch=schedule.flat_epoch,
+                   no_aug_epoch=schedule.no_aug_epoch, warmup_iter=schedule.warmup_iter, lr_gamma=schedule.lr_gamma)
 
     @property
     def total_iter(self) -> int:

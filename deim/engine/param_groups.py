@@ -23,13 +23,6 @@ _NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.module
 
 
 @dataclass(frozen=True)
-class OptimizerGroups:
-    """How a preset's official config groups parameters, beyond backbone / rest and norms."""
-
-    no_decay_bias: bool = False  # the official N configs also exempt encoder/decoder biases
-
-
-@dataclass(frozen=True)
 class OptimizerConfig:
     lr: float
     backbone_lr: float

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from deim.models.build import resolve_preset
+from deim.presets.resolve import resolve_model
 
 # Settings that do not change the weights: the loss (it may be changed on purpose) and the
 # anchor grid, which follows the image size.
@@ -33,8 +33,8 @@ def model_differences(saved_preset: str, saved_model: dict[str, Any], preset: st
     """``"key: checkpoint value -> requested value"`` for each model setting that differs."""
     if saved_preset != preset:
         return [f"preset: {saved_preset} -> {preset}"]
-    a = _flat({k: v for k, v in resolve_preset(saved_preset, **saved_model).to_dict().items() if k not in _NOT_MODEL})
-    b = _flat({k: v for k, v in resolve_preset(preset, **model).to_dict().items() if k not in _NOT_MODEL})
+    a = _flat({k: v for k, v in resolve_model(saved_preset, **saved_model).to_dict().items() if k not in _NOT_MODEL})
+    b = _flat({k: v for k, v in resolve_model(preset, **model).to_dict().items() if k not in _NOT_MODEL})
     return [f"model.{k}: {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 

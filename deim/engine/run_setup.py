@@ -2,8 +2,9 @@
 
 In this order, which fixes the initial weights and every RNG stream (changing it changes every
 run): processes (DDP under ``torchrun``) and device, the schedule at the training image size, the
-query budget check (before any work), seeds, data, the preset resolved once
-(:func:`deim.engine.run_preset.resolve_run_preset`), the model (``torch.manual_seed(cfg.seed)``, so
+preset resolved once (:func:`deim.presets.resolve.resolve_preset`) and its query budget checked
+(before any work), seeds, data, the run's preset (:func:`deim.engine.run_preset.resolve_run_preset`:
+the number of classes, the criterion overrides), the model (``torch.manual_seed(cfg.seed)``, so
 every process starts alike) and its start weights, BatchNorm (frozen or synchronised), criterion,
 post-processor, the DDP wrapper, optimiser, LR schedule, EMA and AMP.
 """
@@ -22,16 +23,17 @@ from deim.engine.data_build import TrainingData, build_training_data
 from deim.engine.distributed import DistInfo, init_distributed
 from deim.engine.ema import ModelEMA
 from deim.engine.input_sizes import training_sizes
-from deim.engine.lr_schedule import FlatCosineScheduler
+from deim.engine.lr_schedule import FlatCosine, FlatCosineScheduler
 from deim.engine.param_groups import build_optimizer
 from deim.engine.run_preset import RunPreset, resolve_run_preset
-from deim.engine.schedules import TrainSchedule
+from deim.presets.training import TrainSchedule
 from deim.engine.seeding import seed_everything
 from deim.engine.train_loop import NonFiniteGuard, TrainingState
 from deim.losses.build import build_criterion
 from deim.models.backbone_blocks import freeze_batch_norm
 from deim.models.build import build_model, build_postprocessor
 from deim.models.query_budget import check_query_budget
+from deim.presets.resolve import resolve_preset
 
 
 @dataclass
@@ -84,11 +86,12 @@ def build_run(cfg: TrainConfig, progress: bool = True) -> RunParts:
     if schedule.total_batch_size % info.world_size:
         raise ValueError(f"total batch size {schedule.total_batch_size} is not divisible by the "
                          f"{info.world_size} processes")
-    check_query_budget(cfg.preset, cfg.model, training_sizes(schedule, cfg.data.image_size))  # before any work
+    resolved = resolve_preset(cfg.preset, **cfg.model)  # the one resolution of the run's preset
+    check_query_budget(resolved.model, training_sizes(schedule, cfg.data.image_size))  # before any work
     seed_everything(cfg.seed, info.rank)
     data = build_training_data(cfg.data, schedule.aug, seed=cfg.seed,
                                batch_size=schedule.total_batch_size // info.world_size)
-    preset = resolve_run_preset(cfg, schedule, data.label_map.num_classes)
+    preset = resolve_run_preset(resolved, cfg, schedule, data.label_map.num_classes)
     torch.manual_seed(cfg.seed)  # the same initial weights in every process
     model = build_model(preset.model)
     load_start_weights(model, cfg, info, progress=progress)
@@ -102,7 +105,7 @@ def build_run(cfg: TrainConfig, progress: bool = True) -> RunParts:
     if iters_per_epoch == 0:
         raise ValueError(f"the training set ({len(data.train_loader.dataset)} images) is smaller than "
                          f"one batch ({schedule.total_batch_size}); lower --batch-size")
-    lr_scheduler = FlatCosineScheduler(optimizer, schedule.lr_schedule(iters_per_epoch))
+    lr_scheduler = FlatCosineScheduler(optimizer, FlatCosine.of(schedule, iters_per_epoch))
     ema = ModelEMA(model, schedule.ema_decay, schedule.ema_warmups)
     amp_dtype, scaler = _amp(cfg.amp, device, info)
     train = TrainingState(ddp, criterion, data.train_loader, optimizer, device, lr_scheduler=lr_scheduler, ema=ema,

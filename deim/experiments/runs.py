@@ -29,10 +29,9 @@ from typing import Any
 from deim.cache import atomic_path, cache_dir, cache_entry, content_key, sha256_file
 from deim.data.aug_schedule import STANDARD_OPS
 from deim.engine.config import DataConfig, TrainConfig, rescale_epochs
-from deim.engine.schedules import get_schedule
 from deim.experiments.protocol import Protocol, get_protocol, snapshot_epochs
-from deim.models.build import resolve_preset
-from deim.models.presets import baseline_criterion
+from deim.presets.catalog import get_preset
+from deim.presets.models import baseline_criterion
 
 
 @dataclass(frozen=True)
@@ -82,14 +81,14 @@ class RunSpec:
         """``deim.build_criterion`` overrides selecting the classification loss on the same model."""
         if self.loss == "mal":
             return {"criterion.gamma": self.gamma}
-        vfl = baseline_criterion(resolve_preset(self.protocol.preset))
+        vfl = baseline_criterion(get_preset(self.protocol.preset).model)
         return {"criterion.losses": list(vfl.losses), "criterion.weight_dict": dict(vfl.weight_dict),
                 "criterion.gamma": self.gamma, "criterion.alpha": vfl.alpha}
 
     def train_config(self, output_dir: str | Path = "") -> TrainConfig:
         """The complete training config of this run (``output_dir`` is not part of the key)."""
         p = self.protocol
-        base = get_schedule(p.schedule_preset)
+        base = get_preset(p.schedule_preset).schedule
         schedule = rescale_epochs(base, p.epochs * self.epoch_factor).scaled_to_batch(p.batch_size)
         changes = {k: getattr(p, k) for k in ("lr", "backbone_lr", "warmup_iter", "ema_warmups", "ema_decay")
                    if getattr(p, k) is not None}

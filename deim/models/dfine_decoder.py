@@ -32,7 +32,7 @@ class DFineDecoder(AnchoredQueries, nn.Module):
     """D-FINE decoder: query selection, denoising, FDR layers and prediction heads.
 
     Constructor arguments match the official ``DFINETransformer`` config fields; see
-    :mod:`deim.models.presets` for the per-size presets. Differences from the official code:
+    :mod:`deim.presets.models` for the per-size presets. Differences from the official code:
     ``num_levels`` must equal ``len(feat_channels)`` (true for every official config),
     ``layer_scale`` must be 1 (ditto), ``box_noise_scale`` is honoured (the official
     code passes 1.0 whatever the config says), and eval works at any input size (the

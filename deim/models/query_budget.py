@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
 
-from deim.models.build import resolve_preset
-from deim.models.presets import ModelPreset
+from deim.presets.sections import ModelPreset
 
 
 def level_strides(preset: ModelPreset) -> list[int]:
@@ -28,20 +26,18 @@ def memory_positions(preset: ModelPreset, image_size: int) -> int:
     return sum(math.ceil(image_size / s) ** 2 for s in level_strides(preset))
 
 
-def max_queries(preset_name: str, overrides: dict[str, Any], sizes: Iterable[int]) -> tuple[int, int]:
+def max_queries(preset: ModelPreset, sizes: Iterable[int]) -> tuple[int, int]:
     """``(positions, size)``: the fewest memory positions over ``sizes`` and the size that has them."""
-    preset = resolve_preset(preset_name, **overrides)
     size = min(sizes)
     return memory_positions(preset, size), size
 
 
-def check_query_budget(preset_name: str, overrides: dict[str, Any], sizes: Iterable[int]) -> None:
+def check_query_budget(preset: ModelPreset, sizes: Iterable[int]) -> None:
     """Refuse (``ValueError``) a model that selects more queries than its smallest input has positions;
     the message gives the exact ``--set`` that fixes it."""
-    preset = resolve_preset(preset_name, **overrides)
-    positions, size = max_queries(preset_name, overrides, sizes)
+    positions, size = max_queries(preset, sizes)
     queries = preset.decoder.num_queries
     if queries > positions:
-        raise ValueError(f"{preset_name} selects {queries} queries but at {size} px (the smallest training size) "
+        raise ValueError(f"{preset.name} selects {queries} queries but at {size} px (the smallest training size) "
                          f"its encoder has only {positions} memory positions: add --set model.num_queries={positions} "
                          f"(or train at a larger --image-size)")

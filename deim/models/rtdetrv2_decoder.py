@@ -64,7 +64,7 @@ class RTDETRv2DecoderLayer(nn.Module):
 class RTDETRv2Decoder(AnchoredQueries, nn.Module):
     """RT-DETRv2 transformer decoder with its input projection and heads.
 
-    Arguments are those of the official ``RTDETRTransformerv2`` (see ``deim.models.presets``);
+    Arguments are those of the official ``RTDETRTransformerv2`` (see ``deim.presets.models``);
     ``query_pos_method="as_reg"`` (DEIM) makes the query position head a 3-layer MLP of width
     ``hidden_dim`` (the baselines: 2 layers of width ``2 * hidden_dim``). ``value_shape`` exists
     for config compatibility and must be ``"reshape"``, the official default.

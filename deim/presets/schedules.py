@@ -1,4 +1,4 @@
-"""The paper's training schedules, one per model preset (official configs, merged by hand).
+"""The training half of every named preset: the paper's schedules (official configs, merged by hand).
 
 Every value comes from the official DEIM configs (see ``docs/official-differences.md``):
 epochs, the augmentation policy epochs, mixup epochs, flat-cosine parameters, learning rates,
@@ -6,54 +6,15 @@ weight decay, batch size, EMA and multi-scale repeat. The baselines (D-FINE, RT-
 a constant learning rate after a quadratic warm-up (``flat_epoch`` beyond the run, ``lr_gamma 1``)
 and standard augmentation until their stop epoch.
 
->>> s = get_schedule("deim_dfine_l"); s.epochs, s.aug.policy_epochs, s.flat_epoch
+>>> s = SCHEDULES["deim_dfine_l"]; s.epochs, s.aug.policy_epochs, s.flat_epoch
 (58, (4, 29, 50), 29)
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 
 from deim.data.aug_schedule import AugSchedule
-from deim.engine.lr_schedule import FlatCosine
-from deim.engine.param_groups import OptimizerGroups
-
-
-@dataclass(frozen=True)
-class TrainSchedule:
-    """Everything about *when* things happen in a training run, plus the optimiser numbers."""
-
-    epochs: int
-    aug: AugSchedule
-    flat_epoch: int
-    no_aug_epoch: int
-    lr: float
-    backbone_lr: float
-    weight_decay: float
-    lr_gamma: float
-    warmup_iter: int
-    total_batch_size: int
-    ema_decay: float = 0.9999
-    ema_warmups: int = 1000
-    clip_max_norm: float = 0.1
-
-    @property
-    def stop_epoch(self) -> int:
-        return self.aug.stop_epoch
-
-    def lr_schedule(self, iters_per_epoch: int) -> FlatCosine:
-        return FlatCosine(iters_per_epoch=iters_per_epoch, epochs=self.epochs, flat_epoch=self.flat_epoch,
-                          no_aug_epoch=self.no_aug_epoch, warmup_iter=self.warmup_iter, lr_gamma=self.lr_gamma)
-
-    def scaled_to_batch(self, total_batch_size: int) -> "TrainSchedule":
-        """The linear scaling rule of the official README: LRs scale with the total batch size."""
-        if total_batch_size <= 0:
-            raise ValueError(f"total_batch_size must be positive, got {total_batch_size}")
-        k = total_batch_size / self.total_batch_size
-        return replace(self, lr=self.lr * k, backbone_lr=self.backbone_lr * k, total_batch_size=total_batch_size)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
+from deim.presets.training import OptimizerGroups, TrainSchedule
 
 _NEVER = 4_000_000  # a flat phase longer than any run: constant LR after warm-up
 
@@ -120,17 +81,3 @@ OPTIMIZER_GROUPS: dict[str, OptimizerGroups] = {
     "deim_dfine_n": OptimizerGroups(no_decay_bias=True),
     "dfine_n": OptimizerGroups(no_decay_bias=True),
 }
-
-
-def get_optimizer_groups(name: str) -> OptimizerGroups:
-    """How the official config of preset ``name`` groups the optimiser's parameters."""
-    get_schedule(name)  # an unknown name is refused here as there
-    return OPTIMIZER_GROUPS.get(name, OptimizerGroups())
-
-
-def get_schedule(name: str) -> TrainSchedule:
-    """The paper's schedule for a preset name (``deim_dfine_s``, ``rtdetrv2_r50``, ...)."""
-    try:
-        return SCHEDULES[name]
-    except KeyError:
-        raise ValueError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}") from None
