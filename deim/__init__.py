@@ -17,7 +17,7 @@ _LAZY = {
     "build_model": "deim.models.build",
     "build_criterion": "deim.losses.build",
     "build_postprocessor": "deim.models.build",
-    "load_checkpoint": "deim.models.checkpoint",
+    "load_checkpoint": "deim.engine.checkpointing",
     "list_presets": "deim.presets.catalog",
     "get_preset": "deim.presets.catalog",
     "from_pretrained": "deim.pretrained",

@@ -130,7 +130,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from deim.data.labels import LabelMap
     from deim.engine.backends import with_backend
     from deim.engine.data_build import build_eval_data
-    from deim.engine.inference import check_preset, load_for_inference, read_checkpoint
+    from deim.engine.checkpointing import read_checkpoint
+    from deim.engine.inference import check_preset, load_for_inference
     from deim.engine.train_loop import evaluate_coco
     from deim.weights import resolve_weights
     from deim.zoo import find_pretrained

@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from deim.engine.inference import InferenceModel, load_for_inference, read_checkpoint
+from deim.engine.checkpointing import read_checkpoint
+from deim.engine.inference import InferenceModel, load_for_inference
 from deim.weights import resolve_weights
 from deim.zoo import find_pretrained
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from deim.models.build import build_model
-from deim.models.checkpoint import load_backbone_weights
+from deim.engine.checkpointing import load_backbone_weights
 
 TINY = {"num_queries": 12, "num_denoising": 6, "decoder.num_layers": 2}
 

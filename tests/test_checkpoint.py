@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from deim.models.build import build_model
-from deim.models.checkpoint import extract_state_dict, is_class_head, load_checkpoint, save_checkpoint
+from deim.engine.checkpointing import extract_state_dict, is_class_head, load_checkpoint, save_checkpoint
 
 SMALL = dict(eval_spatial_size=320, num_queries=50)
 

@@ -5,7 +5,7 @@ import pytest
 
 from deim.cli_errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_IO, EXIT_TRAINING, classify, one_line
 from deim.data.annotations import AnnotationError
-from deim.engine.checkpointing import CheckpointWriteError
+from deim.engine.run_folder import CheckpointWriteError
 from deim.engine.train_loop import NonFiniteLossError
 
 WORKER = ("Caught OSError in DataLoader worker process 1.\nOriginal Traceback (most recent call last):\n"

@@ -17,7 +17,8 @@ ENGINE = Path(__file__).resolve().parents[1] / "deim" / "engine"
 
 def test_resolved_parts_match_the_builders_own_resolution():
     cfg = TrainConfig.from_preset("deim_dfine_s", model={"num_queries": 30}, criterion={"criterion.gamma": 1.0})
-    run = resolve_run_preset(resolve_preset(cfg.preset, **cfg.model), cfg, cfg.resolved_schedule(), num_classes=3)
+    run = resolve_run_preset(cfg, cfg.resolved_schedule(), num_classes=3)
+    assert run == resolve_run_preset(cfg, cfg.resolved_schedule(), 3, resolve_preset(cfg.preset, **cfg.model))
     assert run.model.to_dict() == resolve_model("deim_dfine_s", num_queries=30, num_classes=3).to_dict()
     assert run.criterion.criterion.gamma == 1.0 and run.model.criterion.gamma == 1.5
     assert run.postprocessor.postprocessor.num_top_queries == 30 * 3  # capped at queries x classes
@@ -26,13 +27,13 @@ def test_resolved_parts_match_the_builders_own_resolution():
 
 def test_explicit_top_k_is_kept():
     cfg = TrainConfig.from_preset("deim_dfine_s", model={"num_queries": 30, "postprocessor.num_top_queries": 50})
-    assert resolve_run_preset(resolve_preset(cfg.preset, **cfg.model), cfg, cfg.resolved_schedule(), 3).postprocessor.postprocessor.num_top_queries == 50
+    assert resolve_run_preset(cfg, cfg.resolved_schedule(), 3).postprocessor.postprocessor.num_top_queries == 50
 
 
 @pytest.mark.parametrize("name", list_presets())
 def test_optimiser_groups_come_from_the_preset_entry(name):
     cfg = TrainConfig.from_preset(name)
-    optimizer = resolve_run_preset(get_preset(name), cfg, cfg.resolved_schedule(), 80).optimizer_config()
+    optimizer = resolve_run_preset(cfg, cfg.resolved_schedule(), 80).optimizer_config()
     assert optimizer.no_decay_bias == name.endswith("dfine_n")  # the official N configs exempt biases
     assert optimizer.lr == cfg.resolved_schedule().lr
 

@@ -13,9 +13,10 @@ from pathlib import Path
 import torch
 
 from deim.data.labels import LabelMap
+from deim.engine.checkpointing import read_checkpoint
 from deim.engine.config import TrainConfig
 from deim.engine.data_build import build_eval_data
-from deim.engine.inference import load_for_inference, read_checkpoint
+from deim.engine.inference import load_for_inference
 from deim.engine.train_loop import evaluate_coco
 
 

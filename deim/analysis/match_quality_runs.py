@@ -47,7 +47,7 @@ class RunProbe:
 
     def __init__(self, spec: RunSpec, cache: RunCache | None = None) -> None:
         from deim.engine.data_build import build_eval_data
-        from deim.engine.inference import read_checkpoint
+        from deim.engine.checkpointing import read_checkpoint
         from deim.engine.run_preset import resolve_run_preset
         from deim.losses.build import build_criterion
         from deim.models.build import build_postprocessor

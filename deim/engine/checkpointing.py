@@ -1,15 +1,20 @@
-"""Every checkpoint a training run reads or writes, in one place.
+"""Every checkpoint deim reads or writes, in one place: what it holds and how it is read back.
 
-* **Writing**: :func:`atomic_save` (temporary file, fsync, rename; a failed write leaves the old
-  file intact), :func:`training_checkpoint` (the layout below), :func:`gather_rng_states`.
-* **Crash repair**: :func:`prepare_run_folder` removes temporaries of a killed write and restores
-  ``best.pth`` from ``last.pth`` when a run died between the two renames.
+* **Official layouts** (weights only): :func:`load_checkpoint` copies a training checkpoint
+  ``{"ema": {"module": state_dict}, "model": ...}`` (EMA preferred, as in every official tool), a
+  converted ``{"model": state_dict}`` or a bare ``state_dict`` into a model, refusing a tensor of
+  another shape by name, except the class heads when fine-tuning to another ``num_classes``
+  (``num_classes_changed_ok``) and ``anchors`` / ``valid_mask`` (they depend only on
+  ``eval_spatial_size``); a ``module.`` prefix left by DDP is stripped. :func:`save_checkpoint`
+  writes the layout official tools read; :func:`load_backbone_weights` a backbone file.
+* **A training run's checkpoint**: :func:`training_checkpoint` (the layout below),
+  :func:`gather_rng_states`; written with :func:`deim.engine.run_folder.atomic_save`.
 * **Resume**: :func:`load_training_state` and :func:`resume_training` (weights, EMA, optimiser,
   scaler, progress and every process's RNG states, so the run continues bit for bit).
 * **Start weights**: :func:`load_start_weights` (a pre-trained backbone, a backbone file, or
-  fine-tuning from any official-layout checkpoint via :func:`deim.models.checkpoint.load_checkpoint`).
+  fine-tuning from any official-layout checkpoint through :func:`load_checkpoint`).
 
-Layout (a superset of the official one, so official tools can read the weights)::
+Layout of a training checkpoint (a superset of the official one, so official tools read the weights)::
 
     {"model": state_dict, "ema": {"module": state_dict, "updates": n, ...},
      "optimizer": ..., "scaler": ..., "last_epoch": epoch,          # official keys
@@ -21,10 +26,7 @@ Layout (a superset of the official one, so official tools can read the weights):
 """
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,82 +43,177 @@ from deim.engine.ema import unwrap
 from deim.engine.resume_check import check_resume_matches
 from deim.engine.seeding import rng_state, set_rng_state
 from deim.engine.train_loop import TrainingState
-from deim.models.checkpoint import load_backbone_weights, load_checkpoint
 from deim.weights import resolve_weights
+
+# ---------------------------------------------------------------- official layouts (weights)
+
+_DERIVED_BUFFERS = ("anchors", "valid_mask")
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_checkpoint` did. ``missing``: model keys absent from the checkpoint (left
+    as initialised); ``unexpected``: checkpoint keys the model does not have (ignored)."""
+
+    layout: str
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    reinitialised: list[str] = field(default_factory=list)
+    kept_derived: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        """Every model tensor came from the checkpoint and nothing was left over."""
+        return not (self.missing or self.unexpected or self.reinitialised or self.kept_derived)
+
+    def __str__(self) -> str:
+        lines = [f"loaded {len(self.loaded)} tensors from a {self.layout!r} checkpoint"]
+        for title, keys in (("missing from the checkpoint (left as initialised)", self.missing),
+                            ("unexpected in the checkpoint (ignored)", self.unexpected),
+                            ("class heads re-initialised for the new num_classes", self.reinitialised),
+                            ("kept from the model (they depend on eval_spatial_size)", self.kept_derived)):
+            if keys:
+                lines.append(f"{len(keys)} {title}: {', '.join(keys)}")
+        return "\n".join(lines)
+
+
+def is_class_head(key: str) -> bool:
+    """Parameters whose shape depends on ``num_classes``."""
+    return "score_head" in key or "denoising_class_embed" in key
+
+
+def extract_state_dict(obj: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
+    """``(state_dict, layout)`` with layout ``"ema"``, ``"model"`` or ``"state_dict"``."""
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"a checkpoint must be a dict, got {type(obj).__name__}")
+    ema = obj.get("ema")
+    if isinstance(ema, Mapping) and isinstance(ema.get("module"), Mapping):
+        state, layout = ema["module"], "ema"
+    elif isinstance(obj.get("model"), Mapping):
+        state, layout = obj["model"], "model"
+    elif obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        state, layout = obj, "state_dict"
+    else:
+        expected = "{'ema': {'module': state_dict}}, {'model': state_dict} or a state_dict"
+        raise ValueError(f"unrecognised checkpoint: expected {expected}; top-level keys are {sorted(map(str, obj))}")
+    state = dict(state)
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state, layout
+
+
+def load_checkpoint(
+    model: nn.Module,
+    path_or_state: str | Path | Mapping[str, Any],
+    num_classes_changed_ok: bool = False,
+    strict: bool = False,
+) -> LoadReport:
+    """Copy checkpoint weights into ``model`` (in place) and report what happened.
+
+    Args:
+        model: a model built with the same preset (any ``num_classes`` if ``num_classes_changed_ok``).
+        path_or_state: a checkpoint file or a loaded checkpoint / state dict (see the module docstring).
+        num_classes_changed_ok: allow class heads of another size; they keep the model's initialisation.
+        strict: raise ``ValueError`` if keys are missing or unexpected (they are always reported).
+
+    Raises:
+        ValueError: a shape mismatch outside the class heads (the message names each key and both
+            shapes), an unrecognised layout, or missing/unexpected keys with ``strict``.
+    """
+    if isinstance(path_or_state, (str, Path)):
+        path_or_state = torch.load(path_or_state, map_location="cpu", weights_only=True)
+    state, layout = extract_state_dict(path_or_state)
+    own = model.state_dict()
+    report = LoadReport(layout=layout)
+    report.missing = [k for k in own if k not in state]
+    report.unexpected = [k for k in state if k not in own]
+
+    to_load, refused = {}, []
+    for key, value in state.items():
+        if key not in own:
+            continue
+        if value.shape == own[key].shape:
+            to_load[key] = value
+        elif key.rsplit(".", 1)[-1] in _DERIVED_BUFFERS:
+            report.kept_derived.append(key)
+        elif num_classes_changed_ok and is_class_head(key):
+            report.reinitialised.append(key)
+        else:
+            refused.append(f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(own[key].shape)}")
+    if refused:
+        hint = "" if num_classes_changed_ok else (" (to fine-tune to another num_classes, pass "
+                                                  "num_classes_changed_ok=True)")
+        raise ValueError(f"shape mismatch for {len(refused)} tensor(s){hint}:\n  " + "\n  ".join(refused))
+    if strict and (report.missing or report.unexpected):
+        raise ValueError(f"strict loading failed:\n{report}")
+
+    model.load_state_dict(to_load, strict=False)
+    report.loaded = list(to_load)
+    return report
+
+
+def save_checkpoint(model: nn.Module, path: str | Path, ema_model: nn.Module | None = None) -> Path:
+    """Write ``{"model": state_dict, "ema": {"module": state_dict, "updates": 0}}``, the layout every
+    official tool reads (the EMA entry holds ``ema_model``'s weights, or the model's if not given)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model_state = model.state_dict()
+    ema_state = model_state if ema_model is None else ema_model.state_dict()
+    torch.save({"model": model_state, "ema": {"module": ema_state, "updates": 0}}, path)
+    return path
+
+
+def load_backbone_weights(backbone: nn.Module, path: str | Path) -> int:
+    """Load pretrained backbone weights (e.g. the official ImageNet ``PPHGNetV2_B4_stage1.pth`` or a
+    ResNet-vd file, or a detector checkpoint's ``backbone.*`` entries) into ``backbone``, strictly.
+
+    Accepts a plain state dict or any layout :func:`extract_state_dict` knows; a ``backbone.``
+    prefix is stripped. Returns the number of tensors loaded; a file that does not fit raises a
+    ``ValueError`` naming missing / unexpected / mis-shaped entries.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"backbone weights not found: {path}")
+    state, _ = extract_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    if any(k.startswith("backbone.") for k in state):
+        state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    own = backbone.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or shapes:
+        raise ValueError(f"{path} does not fit this backbone: {len(missing)} missing (e.g. {missing[:3]}), "
+                         f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}), {len(shapes)} of another shape "
+                         f"(e.g. {shapes[:3]}); is it the backbone of this preset?")
+    backbone.load_state_dict(state)
+    return len(state)
+
+
+# ---------------------------------------------------------------- a training run's checkpoint
 
 FORMAT = "deim/1"
 
 
-TEMPORARY_PATTERN = ".*.pth.*.tmp"  # what atomic_save writes before renaming
-
-
-class CheckpointWriteError(OSError):
-    """A checkpoint could not be written (disk full, read-only, quota); the previous file is intact."""
-
-
-def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path``.
-
-    An interrupted write never leaves a truncated checkpoint behind: the old file stays intact.
-    A failed write (a full disk ...) raises :class:`CheckpointWriteError` in one line.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        crash_point(path, "written")
-        os.replace(tmp, path)
-        crash_point(path, "renamed")
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, (OSError, RuntimeError)) and not isinstance(exc, CheckpointWriteError):
-            raise CheckpointWriteError(_write_failure(path, exc)) from exc
-        raise
-    return path
-
-
-def _write_failure(path: Path, exc: BaseException) -> str:
-    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip().splitlines()[0]
-    try:
-        free = f"{shutil.disk_usage(path.parent).free / 2**20:.0f} MiB free there"
-    except OSError:
-        free = "free space unknown"
-    kept = f"the previous {path.name} is unchanged" if path.exists() else f"no {path.name} was written"
-    return f"cannot write checkpoint {path} ({reason}; {free}; is the disk full?): {kept}"
-
-
-def crash_point(path: Path, moment: str) -> None:
-    """Test hook: ``DEIM_TEST_KILL_AT=<file name>:<moment>[:<n>]`` kills this process with SIGKILL at
-    the n-th (default first) time ``moment`` (``written``: the temporary file is complete,
-    ``renamed``: it replaced ``path``) is reached for that file. Used by the crash-consistency tests."""
-    spec = os.environ.get("DEIM_TEST_KILL_AT")
-    if not spec:
-        return
-    name, when, *count = spec.split(":")
-    if name != path.name or when != moment:
-        return
-    _CRASH_COUNTS[spec] = _CRASH_COUNTS.get(spec, 0) + 1
-    if _CRASH_COUNTS[spec] == int(count[0] if count else 1):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-_CRASH_COUNTS: dict[str, int] = {}
-
-
-def load_training_state(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint written by :func:`atomic_save`; clear errors for missing or foreign files."""
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """The content of checkpoint ``path`` (any layout); one clear error if it is missing or unreadable."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # corrupted or not a torch file
+    except Exception as exc:  # not a torch file, or truncated
         raise ValueError(f"cannot read checkpoint {path}: {exc}") from exc
-    if not isinstance(state, dict) or "model" not in state:
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds a {type(state).__name__}, not a checkpoint dictionary")
+    return state
+
+
+def load_training_state(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """A training checkpoint (:func:`training_checkpoint`) to resume from; clear errors for missing,
+    foreign or weights-only files."""
+    state = read_checkpoint(path, map_location)
+    if "model" not in state:
         raise ValueError(f"{path} is not a training checkpoint (no 'model' entry); to start from "
                          f"weights only, use fine-tuning instead of resume")
     missing = [k for k in ("optimizer", "epoch", "iteration") if k not in state]
@@ -124,69 +221,6 @@ def load_training_state(path: str | Path, map_location: str | torch.device = "cp
         raise ValueError(f"{path} lacks {missing} needed to resume exactly; it is a weights file — "
                          f"use it for fine-tuning (--finetune) instead")
     return state
-
-
-# ---------------------------------------------------------------- crash repair
-# A run writes ``last.pth`` first and then, on a new best AP, ``best.pth`` (both atomically). A process
-# killed between the two renames (or during the second write) leaves ``last.pth`` claiming ``best = this
-# epoch`` while ``best.pth`` still holds an older epoch (or does not exist), and may leave a
-# ``.best.pth.*.tmp`` behind: :func:`prepare_run_folder` repairs both at the start of every run.
-
-def remove_temporaries(folder: str | Path) -> list[Path]:
-    """Delete the temporary files an interrupted :func:`atomic_save` left in ``folder`` (and below)."""
-    folder = Path(folder)
-    removed = [p for p in folder.rglob(TEMPORARY_PATTERN) if p.is_file()] if folder.is_dir() else []
-    for path in removed:
-        path.unlink(missing_ok=True)
-    return removed
-
-
-def _peek(path: Path) -> dict | None:
-    """The checkpoint at ``path`` memory-mapped (tensors are not read), or ``None`` if unreadable."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception:  # missing, truncated or foreign: treated as absent
-        return None
-    return state if isinstance(state, dict) else None
-
-
-def repair_best(folder: str | Path) -> str | None:
-    """Restore ``best.pth`` from ``last.pth`` when ``last.pth`` says it is the best epoch but
-    ``best.pth`` is missing or holds another epoch; returns what was done (``None``: nothing)."""
-    folder = Path(folder)
-    last_path, best_path = folder / "last.pth", folder / "best.pth"
-    last = _peek(last_path) if last_path.is_file() else None
-    if last is None or (last.get("best") or {}).get("epoch") != last.get("epoch"):
-        return None
-    best = _peek(best_path) if best_path.is_file() else None
-    if best is not None and best.get("epoch") == last["epoch"]:
-        return None
-    before = "missing" if best is None else f"at epoch {best.get('epoch')}"
-    fd, tmp = tempfile.mkstemp(prefix=".best.pth.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f, open(last_path, "rb") as src:
-            shutil.copyfileobj(src, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, best_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return f"restored {best_path} from {last_path.name} (best epoch {last['epoch']}; it was {before})"
-
-
-def prepare_run_folder(output_dir: str | Path, resume: str | Path | None = None) -> list[str]:
-    """Remove temporaries left in ``output_dir`` and, when resuming, repair the checkpoint pair
-    beside ``resume``; returns one note per repair (for the log)."""
-    notes = [f"removed {p}, left by an interrupted write" for p in remove_temporaries(output_dir)]
-    if resume is not None:
-        folder = Path(resume).parent
-        if folder.resolve() != Path(output_dir).resolve():
-            notes += [f"removed {p}, left by an interrupted write" for p in remove_temporaries(folder)]
-        repaired = repair_best(folder)
-        if repaired:
-            notes.append(repaired)
-    return notes
 
 
 # ---------------------------------------------------------------- training state: write and resume

@@ -27,13 +27,13 @@ from torch import nn
 
 from deim.data.labels import LabelMap
 from deim.engine.checkpointing import (  # noqa: F401 - snapshot_path is re-exported
-    RunProgress, atomic_save, gather_rng_states, prepare_run_folder, resume_training, snapshot_path,
-    training_checkpoint)
+    RunProgress, gather_rng_states, resume_training, snapshot_path, training_checkpoint)
 from deim.engine.config import TrainConfig
 from deim.engine.console import epoch_line
 from deim.engine.data_build import TrainingData
 from deim.engine.distributed import DistInfo, barrier
 from deim.engine.ema import ModelEMA
+from deim.engine.run_folder import atomic_save, prepare_run_folder
 from deim.engine.run_history import RunLog
 from deim.engine.run_setup import RunParts, build_run
 from deim.presets.training import TrainSchedule

@@ -1,6 +1,5 @@
 """Inference from a checkpoint: load a model for it, predict on images, draw the detections.
 
-``read_checkpoint(path)`` reads any checkpoint file with one clear error when it cannot;
 ``load_for_inference(path)`` rebuilds the model of one of our training checkpoints from the
 config and label map it holds; for an official checkpoint give the ``preset`` (COCO's 80
 classes are assumed unless ``num_classes`` is given).
@@ -19,10 +18,10 @@ from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from deim.data.labels import LabelMap
+from deim.engine.checkpointing import load_checkpoint, read_checkpoint
 from deim.engine.image_inputs import (  # noqa: F401 - IMAGE_SUFFIXES and find_images are re-exported
     IMAGE_SUFFIXES, check_output_folder, find_images, output_names)
 from deim.models.build import build_model, build_postprocessor
-from deim.models.checkpoint import load_checkpoint
 from deim.presets.resolve import apply_overrides, resolve_model
 from deim.presets.sections import ModelPreset
 
@@ -34,20 +33,6 @@ class InferenceModel:
     label_map: LabelMap
     image_size: int
     preset: str
-
-
-def read_checkpoint(path: str | Path) -> dict:
-    """The content of checkpoint ``path`` on the CPU; one clear error if it is missing or unreadable."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # not a torch file, or truncated
-        raise ValueError(f"cannot read checkpoint {path}: {exc}") from exc
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} holds a {type(state).__name__}, not a checkpoint dictionary")
-    return state
 
 
 def capped_top_k(preset: ModelPreset, overrides: Mapping[str, Any]) -> ModelPreset:

@@ -18,7 +18,7 @@ from deim.engine.config import TrainConfig
 from deim.engine.inference import capped_top_k
 from deim.engine.param_groups import OptimizerConfig
 from deim.presets.catalog import Preset
-from deim.presets.resolve import apply_overrides
+from deim.presets.resolve import apply_overrides, resolve_preset
 from deim.presets.sections import ModelPreset
 from deim.presets.training import OptimizerGroups, TrainSchedule
 
@@ -46,10 +46,13 @@ class RunPreset:
         return OptimizerConfig(s.lr, s.backbone_lr, s.weight_decay, no_decay_bias=self.groups.no_decay_bias)
 
 
-def resolve_run_preset(preset: Preset, cfg: TrainConfig, schedule: TrainSchedule, num_classes: int) -> RunPreset:
-    """``preset`` (``cfg.preset`` resolved with ``cfg.model``) for ``num_classes`` categories, its
-    criterion with ``cfg.criterion`` on top, trained with ``schedule`` (``cfg``'s, as the run
-    adjusted it)."""
+def resolve_run_preset(cfg: TrainConfig, schedule: TrainSchedule, num_classes: int,
+                       resolved: Preset | None = None) -> RunPreset:
+    """The preset of ``cfg`` for ``num_classes`` categories, its criterion with ``cfg.criterion`` on
+    top, trained with ``schedule`` (``cfg``'s, as the run adjusted it). ``resolved``: ``cfg.preset``
+    already resolved with ``cfg.model`` (:func:`deim.presets.resolve.resolve_preset`), else it is
+    resolved here."""
+    preset = resolve_preset(cfg.preset, **cfg.model) if resolved is None else resolved
     if preset.name != cfg.preset:
         raise ValueError(f"resolved preset {preset.name!r} is not the config's {cfg.preset!r}")
     model = apply_overrides(preset.model, num_classes=num_classes)

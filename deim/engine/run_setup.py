@@ -91,7 +91,7 @@ def build_run(cfg: TrainConfig, progress: bool = True) -> RunParts:
     seed_everything(cfg.seed, info.rank)
     data = build_training_data(cfg.data, schedule.aug, seed=cfg.seed,
                                batch_size=schedule.total_batch_size // info.world_size)
-    preset = resolve_run_preset(resolved, cfg, schedule, data.label_map.num_classes)
+    preset = resolve_run_preset(cfg, schedule, data.label_map.num_classes, resolved)
     torch.manual_seed(cfg.seed)  # the same initial weights in every process
     model = build_model(preset.model)
     load_start_weights(model, cfg, info, progress=progress)
