@@ -11,6 +11,10 @@ and returns detections (labels, ``xyxy`` pixel boxes, scores), so the postproces
 * ``deploy-nhwc``: the deploy form, channels-last;
 * ``onnxruntime``: the ONNX Runtime session of ``deim.models.onnx_runtime`` + the eager
   postprocessor (``--backend onnxruntime``); exported on first use and cached on disk;
+* ``inductor`` (``--inductor``): ``torch.compile`` (inductor, ``freezing=True``: BatchNorm folded
+  into the convolutions, weights pre-packed) of the deploy form, channels-last; the compile time and
+  the largest difference of its outputs from the eager model's are printed (a candidate fast path,
+  not one that ``deim`` offers);
 * ``official`` (``--official PATH``): the official DEIM model built from its YAML config with our
   weights loaded, in eval mode, + its postprocessor.
 
@@ -19,7 +23,7 @@ COCO's 80 classes and the presets' defaults (300 queries) throughout.
 
     python benchmarks/inference.py [--presets deim_dfine_n deim_dfine_s deim_rtdetrv2_r18]
                                    [--runs 20] [--warmup 3] [--threads 2] [--official /path/to/DEIM]
-                                   [--ort-profile]
+                                   [--ort-profile] [--inductor]
 
 ``--ort-profile`` also prints ONNX Runtime's own profile of each preset (share of time per
 operator type, ``SessionOptions.enable_profiling``) over ``--runs`` calls.
@@ -32,6 +36,7 @@ import copy
 import json
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -51,7 +56,23 @@ PRESETS = ("deim_dfine_n", "deim_dfine_s", "deim_rtdetrv2_r18")
 SIZE = 640
 
 
-def build_paths(preset: str, official: str | None) -> dict[str, Callable[[int], object]]:
+def compiled_path(model: torch.nn.Module, deployed_nhwc: torch.nn.Module,
+                  images: torch.Tensor) -> Callable[[torch.Tensor], dict]:
+    """The inductor-compiled deploy form; prints its compile time and how far it is from eager."""
+    import torch._inductor.config as inductor_config  # noqa: PLC0415
+
+    inductor_config.freezing = True
+    compiled = torch.compile(deployed_nhwc, dynamic=False)
+    start = time.perf_counter()
+    got = compiled(images)
+    want = model(images)
+    diffs = {k: float((got[k] - want[k]).abs().max()) for k in ("pred_logits", "pred_boxes")}
+    print(f"  inductor: compiled in {time.perf_counter() - start:.0f} s; max |difference| from eager: "
+          + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
+    return compiled
+
+
+def build_paths(preset: str, official: str | None, inductor: bool = False) -> dict[str, Callable[[int], object]]:
     """``name -> call(i)`` running one detection of the fixed image for each path."""
     images, _ = fixed_batch(1, SIZE)
     sizes = torch.tensor([[SIZE, SIZE]])
@@ -70,6 +91,9 @@ def build_paths(preset: str, official: str | None) -> dict[str, Callable[[int], 
         "deploy-nhwc": lambda i: post_deploy(deployed_nhwc(images), sizes),
         "onnxruntime": lambda i: post(runtime(images), sizes),
     }
+    if inductor:
+        compiled = compiled_path(model, copy.deepcopy(deployed_nhwc), images)
+        paths["inductor"] = lambda i: post_deploy(compiled(images), sizes)
     if official:
         from official_deim import OfficialDEIM  # noqa: PLC0415
 
@@ -109,13 +133,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime intra-op threads")
     parser.add_argument("--official", metavar="PATH", help="checkout of the official DEIM code to compare with")
     parser.add_argument("--ort-profile", action="store_true", help="also print ONNX Runtime's per-operator profile")
+    parser.add_argument("--inductor", action="store_true", help="also time the deploy form compiled by inductor")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"machine: {describe_machine(args.threads)}")
     rows = []
     with torch.no_grad():
         for preset in args.presets:
-            paths = build_paths(preset, args.official)
+            paths = build_paths(preset, args.official, args.inductor)
             times = interleaved(paths, args.runs, args.warmup)
             row = {name: 1000 * median(seconds) for name, seconds in times.items()}
             rows.append((preset, row))
