@@ -54,9 +54,10 @@ if scale == "full":
     history = [json.loads(line) for line in (Path(output_dir) / "log.jsonl").read_text().splitlines()]
 else:
     from deim.experiments.aggregate import run_records
-    from deim.experiments.runs import RunCache, RunSpec
+    from deim.experiments.runs import RunCache
+    from deim.experiments.settings import dense_o2o_mal_ablation
 
-    spec = RunSpec(scale)  # DEIM (MAL γ=1.5, Dense O2O), seed 0: the same run notebooks 06, 08 and 09 use
+    spec = dense_o2o_mal_ablation(scale)["DEIM (Dense O2O + MAL), 1x"][0]  # seed 0: the run 06, 08 and 09 use too
     cfg = spec.train_config()
     print(f"{spec.label()}: {cfg.preset} {cfg.model} on the built-in data ({cfg.data.fashion_scale}), "
           f"{cfg.resolved_schedule().epochs} epochs (run {spec.key()}, trained unless cached)")

@@ -15,6 +15,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = REPO_ROOT / "tests" / "fixtures"
 
 
+def notebook_sources(*numbers: str) -> list[Path]:
+    """The jupytext sources ``notebooks/NN_*.py`` of the given notebook numbers (``"06"``)."""
+    return [next((REPO_ROOT / "notebooks").glob(f"{n}_*.py")) for n in numbers]
+
+
 def fixtures_dir() -> Path:
     """``$DEIM_SHARED`` when set, else ``tests/fixtures`` of this checkout."""
     shared = os.environ.get("DEIM_SHARED")

@@ -1,8 +1,6 @@
 """Run specs, their keys and the settings the reproduction notebooks share."""
 from __future__ import annotations
 
-import ast
-
 import pytest
 import torch
 
@@ -10,10 +8,10 @@ from deim.engine.fit import snapshot_path
 from deim.experiments.protocol import PROTOCOLS, get_protocol
 from deim.experiments.parallel import train_missing, train_notebook_runs
 from deim.experiments.runs import RunCache, RunSpec
-from deim.experiments.settings import (NOTEBOOK_RUNS, dense_o2o_mal_ablation, gamma_sweep, mosaic_mixup_grid,
+from deim.experiments.settings import (declared_groups, dense_o2o_mal_ablation, gamma_sweep, mosaic_mixup_grid,
                                       notebook_runs, protocol_pilot, reproduction_runs, unique_specs)
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, notebook_sources
 
 
 def test_equal_settings_share_a_key_and_any_change_makes_a_new_one():
@@ -70,29 +68,25 @@ def test_reproduction_runs_lists_each_shared_run_once():
 
 
 def test_each_notebook_that_reads_runs_declares_the_settings_it_reads():
-    groups = {group.__name__ for read in NOTEBOOK_RUNS.values() for group in read}
-    notebooks = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
-    assert set(NOTEBOOK_RUNS) <= {p.stem[:2] for p in notebooks}
-    for path in notebooks:
+    for path in sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.py")):
         source = path.read_text()
         reads_runs = "run_settings(" in source or "RunCache()" in source
-        assert reads_runs == (path.stem[:2] in NOTEBOOK_RUNS), path.name
-        imported = {alias.name for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom)
-                    and node.module == "deim.experiments.settings" for alias in node.names} & groups
-        if imported:  # 00 reads RunSpec(scale) only: DEIM at seed 0, a run of the ablation (below)
-            assert imported == {g.__name__ for g in NOTEBOOK_RUNS[path.stem[:2]]}, path.name
+        assert reads_runs == bool(declared_groups(source)), path.name
+    assert declared_groups(notebook_sources("06")[0].read_text()) == (gamma_sweep,)
+    assert declared_groups(notebook_sources("12")[0].read_text()) == (protocol_pilot,)  # reproduction_runs is no group
+    assert declared_groups("from deim.experiments.settings import gamma_sweep, gamma_sweep\nimport os") == (gamma_sweep,)
     deim_runs = dense_o2o_mal_ablation("reduced")["DEIM (Dense O2O + MAL), 1x"]
-    assert RunSpec("reduced").key() in {s.key() for s in deim_runs}
+    assert deim_runs[0] == RunSpec("reduced")  # notebook 00's run
 
 
 def test_notebook_runs_are_the_study_the_pilot_or_nothing():
     keys = lambda specs: [s.key() for s in specs]  # noqa: E731
     study, pilot = keys(reproduction_runs("smoke")), keys(unique_specs([protocol_pilot("smoke")]))
-    assert keys(notebook_runs("smoke", ["06"])) == study  # any study notebook brings the whole study
-    assert keys(notebook_runs("smoke", ["12"])) == pilot
-    assert keys(notebook_runs("smoke", ["12", "13", "01"])) == list(dict.fromkeys(pilot + study))  # pilot first
-    assert notebook_runs("smoke", ["01", "02", "03", "04", "10"]) == []
-    assert train_notebook_runs("smoke", ["01", "10"], cache=RunCache("/nonexistent"), progress=False) == []
+    assert keys(notebook_runs("smoke", notebook_sources("06"))) == study  # any study notebook brings the whole study
+    assert keys(notebook_runs("smoke", notebook_sources("12"))) == pilot
+    assert keys(notebook_runs("smoke", notebook_sources("12", "13", "01"))) == list(dict.fromkeys(pilot + study))  # pilot first
+    assert notebook_runs("smoke", notebook_sources("01", "02", "03", "04", "10")) == []
+    assert train_notebook_runs("smoke", notebook_sources("01", "10"), cache=RunCache("/nonexistent"), progress=False) == []
 
 
 def test_parallel_workers_fill_the_cache_and_report_a_failing_run(tmp_path):

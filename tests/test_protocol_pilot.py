@@ -9,6 +9,8 @@ from deim.experiments.protocol import PILOT_CANDIDATES, PILOT_CHOICE, PILOT_RULE
 from deim.experiments.runs import RunResult, RunSpec
 from deim.experiments.settings import notebook_runs, protocol_pilot, reproduction_runs
 
+from conftest import notebook_sources
+
 RULE = {"min_AP": 0.30, "min_AP50": 0.50, "max_last_quarter_gain": 0.10, "max_seed_spread": 0.015,
         "max_reproduce_minutes": 120.0}
 
@@ -79,10 +81,10 @@ def test_reduced_is_the_chosen_candidate_and_shares_its_runs():
 
 
 def test_runs_per_notebook():
-    assert {s.key() for s in notebook_runs("smoke", ["12"])} == {s.key() for v in protocol_pilot("smoke").values()
+    assert {s.key() for s in notebook_runs("smoke", notebook_sources("12"))} == {s.key() for v in protocol_pilot("smoke").values()
                                                                  for s in v}
-    assert notebook_runs("smoke", ["01", "02"]) == []
-    assert {s.key() for s in notebook_runs("smoke", ["08"])} == {s.key() for s in reproduction_runs("smoke")}
+    assert notebook_runs("smoke", notebook_sources("01", "02")) == []
+    assert {s.key() for s in notebook_runs("smoke", notebook_sources("08"))} == {s.key() for s in reproduction_runs("smoke")}
 
 
 def test_snapshots_are_evenly_spaced_and_include_the_last_epoch():

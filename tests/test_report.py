@@ -62,7 +62,7 @@ def test_index_keeps_earlier_runs(tmp_path):
 def test_cli_errors_are_one_line(capsys):
     assert main(["schedule", "nope"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "unknown schedule" in err
+    assert err.count("\n") == 1 and "unknown model preset 'nope'" in err
     with pytest.raises(SystemExit):
         main(["reproduce", "--scale", "huge"])
 

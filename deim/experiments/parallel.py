@@ -112,10 +112,10 @@ def train_missing(specs: list[RunSpec], jobs: int = 2, threads: int = 1, cache: 
     return done
 
 
-def train_notebook_runs(scale: str, notebooks: list[str], data_root: str | None = None, jobs: int = 2,
+def train_notebook_runs(scale: str, notebooks: list[str | Path], data_root: str | None = None, jobs: int = 2,
                         threads: int = 1, cache: RunCache | None = None, progress: bool = True) -> list[str]:
     """Train what ``deim reproduce --jobs`` trains before the notebooks: every run the notebooks
-    ``notebooks`` (by number) read (:data:`deim.experiments.settings.NOTEBOOK_RUNS`) that ``cache``
+    ``notebooks`` (their ``.py`` sources) read (:func:`deim.experiments.settings.declared_groups`) that ``cache``
     lacks, ``jobs`` at a time; nothing when none of them reads runs. Returns the keys trained."""
     specs = notebook_runs(scale, notebooks, data_root)
     if not specs:

@@ -1,5 +1,6 @@
 """The settings each reproduction notebook compares, as named lists of :class:`RunSpec` (one per seed),
-and which notebook reads which of them (:data:`NOTEBOOK_RUNS`, the one place that says so).
+and which notebook reads which of them: a notebook declares it by importing the groups it reads
+from here (:func:`declared_groups`), so no list of notebooks is kept by hand.
 
 Settings are shared on purpose: the VFL grid cell (0, 0) is the ablation's baseline, the
 (0.5, 0.5) cell its "+ Dense O2O" row, and MAL with γ = 1.5 and Dense O2O is DEIM in every
@@ -7,7 +8,9 @@ notebook, so each of those runs is trained once.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable
+import ast
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from deim.experiments.protocol import PILOT_CANDIDATES, PILOT_SEEDS, get_protocol
 from deim.experiments.runs import RunSpec
@@ -56,20 +59,17 @@ def protocol_pilot(scale: str, data_root: str | None = None) -> dict[str, list[R
 # The reproduction study: Tables 6, 5 and 4. Its groups share runs (see the module's docstring).
 STUDY: tuple[SettingGroup, ...] = (dense_o2o_mal_ablation, gamma_sweep, mosaic_mixup_grid)
 
-# Which setting groups each notebook reads, by notebook number: the one list of the notebooks that
-# read experiment runs (``deim reproduce`` trains them beforehand with ``--jobs``). A new notebook
-# that reads runs adds its entry here; tests/test_experiments.py checks it against the notebooks.
-NOTEBOOK_RUNS: dict[str, tuple[SettingGroup, ...]] = {
-    "00": (dense_o2o_mal_ablation,),  # its DEIM run at seed 0, RunSpec(scale)
-    "05": (dense_o2o_mal_ablation,),
-    "06": (gamma_sweep,),
-    "07": (mosaic_mixup_grid,),
-    "08": (dense_o2o_mal_ablation,),
-    "09": (dense_o2o_mal_ablation,),
-    "11": (dense_o2o_mal_ablation,),
-    "12": (protocol_pilot,),
-    "13": (dense_o2o_mal_ablation,),
-}
+# Every setting group a notebook can read, by name: a notebook declares the runs it reads by
+# importing their groups from this module (``from deim.experiments.settings import gamma_sweep``).
+SETTING_GROUPS: dict[str, SettingGroup] = {g.__name__: g for g in (*STUDY, protocol_pilot)}
+
+
+def declared_groups(source: str) -> tuple[SettingGroup, ...]:
+    """The setting groups a notebook's source (jupytext ``.py``) imports from this module: the runs
+    it reads, which ``deim reproduce --jobs`` trains before executing it."""
+    names = [alias.name for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom)
+             and node.module == __name__ for alias in node.names]
+    return tuple(SETTING_GROUPS[name] for name in dict.fromkeys(names) if name in SETTING_GROUPS)
 
 
 def unique_specs(groups: Iterable[Settings]) -> list[RunSpec]:
@@ -87,11 +87,12 @@ def reproduction_runs(scale: str, data_root: str | None = None) -> list[RunSpec]
     return unique_specs([group(scale, data_root) for group in STUDY])
 
 
-def notebook_runs(scale: str, notebooks: Collection[str], data_root: str | None = None) -> list[RunSpec]:
-    """Every run the given notebooks (by number, ``"08"``) read, each once (:data:`NOTEBOOK_RUNS`).
+def notebook_runs(scale: str, notebooks: Iterable[str | Path], data_root: str | None = None) -> list[RunSpec]:
+    """Every run the given notebooks (paths of their ``.py`` sources) read, each once (the groups
+    they import, :func:`declared_groups`).
     A notebook reading part of the study brings the whole study (:func:`reproduction_runs`): its
     groups share runs, and training it in one go keeps every notebook of it complete."""
-    groups = [group for number, read in NOTEBOOK_RUNS.items() if number in notebooks for group in read]
+    groups = [group for path in notebooks for group in declared_groups(Path(path).read_text())]
     if set(groups) & set(STUDY):
         groups = [group for group in groups if group not in STUDY] + list(STUDY)
     return unique_specs([group(scale, data_root) for group in dict.fromkeys(groups)])

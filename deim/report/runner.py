@@ -81,8 +81,9 @@ def reproduce(scale: str, only: list[str] | None = None, notebooks_dir: str | Pa
     """Execute every notebook (or ``only`` some) at ``scale``; write ``INDEX.md`` in the figures dir.
 
     ``jobs > 1`` first trains the experiment runs the selected notebooks need, that many at a time
-    (:func:`deim.experiments.parallel.train_notebook_runs`; which runs each notebook reads is declared
-    in :data:`deim.experiments.settings.NOTEBOOK_RUNS`); the notebooks then read them from the run cache.
+    (:func:`deim.experiments.parallel.train_notebook_runs`; a notebook declares the runs it reads by
+    importing their setting groups from :mod:`deim.experiments.settings`); the notebooks then read
+    them from the run cache.
     """
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
@@ -97,7 +98,7 @@ def reproduce(scale: str, only: list[str] | None = None, notebooks_dir: str | Pa
     if jobs > 1:
         from deim.experiments.parallel import train_notebook_runs
 
-        train_notebook_runs(scale, [p.stem[:2] for p in paths], (params or {}).get("data_root"), jobs=jobs,
+        train_notebook_runs(scale, paths, (params or {}).get("data_root"), jobs=jobs,
                             progress=progress)
     cwd = Path(notebooks_dir).resolve().parent
     figures = Path(figures_dir) if figures_dir else cwd / default_figures_dir(scale)
