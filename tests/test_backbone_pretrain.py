@@ -9,6 +9,7 @@ import torch
 
 from deim.data.fashion_mnist import load_fashion_mnist
 from deim.engine.backbone_pretrain import BackbonePretrain, place_items, pretrain_key, pretrained_backbone
+from deim.models.build import build_model
 
 MODEL = {"num_queries": 12, "num_denoising": 6, "decoder.num_layers": 2}
 
@@ -37,6 +38,19 @@ def test_key_depends_on_everything_that_changes_the_weights():
     assert pretrain_key("deim_dfine_n", MODEL, r) == pretrain_key("deim_dfine_n", dict(MODEL), BackbonePretrain())
     assert pretrain_key("deim_dfine_n", MODEL, r) != pretrain_key("deim_dfine_s", MODEL, r)
     assert pretrain_key("deim_dfine_n", MODEL, r) != pretrain_key("deim_dfine_n", MODEL, BackbonePretrain(seed=1))
+    assert pretrain_key("deim_dfine_n", MODEL, r) != pretrain_key("deim_dfine_n", {**MODEL, "backbone.use_lab": False}, r)
+
+
+def test_runs_that_build_the_same_backbone_share_the_pretraining():
+    r = BackbonePretrain()
+    decoder_only = {**MODEL, "decoder.num_layers": 1, "num_queries": 7}
+    assert pretrain_key("deim_dfine_n", MODEL, r) == pretrain_key("deim_dfine_n", decoder_only, r)
+    assert pretrain_key("deim_dfine_n", MODEL, r) == pretrain_key("dfine_n", MODEL, r)  # the same HGNetv2-B0
+    torch.manual_seed(0)
+    a = build_model("deim_dfine_n", **MODEL).backbone.state_dict()
+    torch.manual_seed(0)
+    b = build_model("deim_dfine_n", **decoder_only).backbone.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # so the shared weights are the ones either would train
 
 
 def test_pretraining_learns_and_is_cached(tmp_path):

@@ -34,6 +34,8 @@ from deim.cache import atomic_path, cache_dir
 from deim.data.fashion import OBJECT_THRESHOLD
 from deim.data.fashion_mnist import load_fashion_mnist
 from deim.models.build import build_model
+from deim.presets.resolve import resolve_model
+from deim.presets.sections import plain
 
 
 @dataclass(frozen=True)
@@ -70,8 +72,11 @@ def default_cache_dir() -> Path:
 
 
 def pretrain_key(preset: str, model_overrides: dict[str, Any], recipe: BackbonePretrain) -> str:
-    blob = json.dumps({"preset": preset, "model": model_overrides, "recipe": asdict(recipe)}, sort_keys=True,
-                      default=str).encode()
+    """The cache key of a pre-training: the resolved backbone section and the recipe. Presets and
+    overrides that build the same backbone share it (a decoder-only change reuses the pre-training:
+    ``build_model`` creates the backbone first, so its initial weights do not depend on the rest)."""
+    backbone = plain(resolve_model(preset, **model_overrides).backbone)
+    blob = json.dumps({"backbone": backbone, "recipe": asdict(recipe)}, sort_keys=True, default=str).encode()
     return hashlib.sha1(blob).hexdigest()[:12]
 
 
