@@ -65,7 +65,7 @@ def test_pretraining_learns_and_is_cached(tmp_path):
 
 
 def test_trainer_starts_from_the_pretrained_backbone(tmp_path, monkeypatch):
-    from deim.engine.backbone_pretrain import default_cache_dir
+    from deim.cache import cache_dir
     from deim.engine.fit import Trainer
     from deim.experiments.runs import RunSpec
 
@@ -73,7 +73,7 @@ def test_trainer_starts_from_the_pretrained_backbone(tmp_path, monkeypatch):
     cfg = RunSpec("smoke").train_config(tmp_path / "run")
     assert cfg.backbone_pretrain is not None
     trainer = Trainer(cfg, progress=False)
-    path = default_cache_dir() / f"{pretrain_key(cfg.preset, cfg.model, cfg.backbone_pretrain)}.pth"
+    path = cache_dir("pretrained") / f"{pretrain_key(cfg.preset, cfg.model, cfg.backbone_pretrain)}.pth"
     saved = torch.load(path, weights_only=True)
     for name, value in trainer.model.backbone.state_dict().items():
         assert torch.equal(value, saved[name]), name

@@ -18,7 +18,6 @@ one pre-training. Files are written under a temporary name and renamed: concurre
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -30,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deim.cache import atomic_path, cache_dir
+from deim.cache import atomic_path, cache_entry, content_key
 from deim.data.fashion import OBJECT_THRESHOLD
 from deim.data.fashion_mnist import load_fashion_mnist
 from deim.models.build import build_model
@@ -67,17 +66,12 @@ class BackbonePretrain:
             raise ValueError("iterations and batch_size must be positive")
 
 
-def default_cache_dir() -> Path:
-    return cache_dir("pretrained")
-
-
 def pretrain_key(preset: str, model_overrides: dict[str, Any], recipe: BackbonePretrain) -> str:
     """The cache key of a pre-training: the resolved backbone section and the recipe. Presets and
     overrides that build the same backbone share it (a decoder-only change reuses the pre-training:
     ``build_model`` creates the backbone first, so its initial weights do not depend on the rest)."""
     backbone = plain(resolve_model(preset, **model_overrides).backbone)
-    blob = json.dumps({"backbone": backbone, "recipe": asdict(recipe)}, sort_keys=True, default=str).encode()
-    return hashlib.sha1(blob).hexdigest()[:12]
+    return content_key({"backbone": backbone, "recipe": asdict(recipe)})
 
 
 def place_items(items: np.ndarray, size: int, min_item: int, rng: np.random.Generator) -> torch.Tensor:
@@ -168,11 +162,10 @@ def pretrained_backbone(preset: str, model_overrides: dict[str, Any], recipe: Ba
 
     Beside it, ``<key>.json`` records the recipe, the t10k accuracy and the time it took.
     """
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = root / f"{pretrain_key(preset, model_overrides, recipe)}.pth"
+    path = cache_entry("pretrained", f"{pretrain_key(preset, model_overrides, recipe)}.pth", cache_dir)
     if path.is_file():
         return path
-    root.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(recipe.seed)
     backbone = build_model(preset, **model_overrides).backbone
     stats = train_backbone(backbone, recipe, progress=progress)
