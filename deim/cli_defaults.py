@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+from deim.models.query_budget import max_queries
 from deim.presets.sections import ModelPreset
 
 
@@ -55,8 +56,6 @@ def cap_queries(preset: ModelPreset, model: dict, sizes: list[int]) -> tuple[dic
     """``model`` overrides (``preset`` is the model they resolved to) with ``num_queries`` capped to
     the memory positions of the smallest of ``sizes``, and a notice; unchanged (and no notice) when
     they fit or ``num_queries`` is set."""
-    from deim.models.query_budget import max_queries
-
     if "num_queries" in model or "decoder.num_queries" in model:
         return model, None
     queries = preset.decoder.num_queries

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deim.engine.fit import snapshot_path
+from deim.engine.checkpointing import snapshot_path
 from deim.experiments.protocol import PROTOCOLS, get_protocol
 from deim.experiments.parallel import train_missing, train_notebook_runs
 from deim.experiments.runs import RunCache, RunSpec

@@ -193,7 +193,7 @@ def test_run_probe_reads_snapshots(tmp_path):
     from deim import build_model
     from deim.analysis.match_quality_runs import RunProbe, measure_runs
     from deim.engine.data_build import build_eval_data
-    from deim.engine.fit import snapshot_path
+    from deim.engine.checkpointing import snapshot_path
     from deim.experiments.runs import RunCache, RunSpec
 
     spec = RunSpec(scale="smoke", loss="mal", mosaic_prob=0.0, mixup_prob=0.0)

@@ -21,9 +21,14 @@ from torch import nn
 
 from deim.analysis.calibration import expected_calibration_error
 from deim.analysis.match_quality import collect, confident_poor_share, spearman
-from deim.engine.config import TrainConfig
 from deim.data.labels import LabelMap
+from deim.engine.checkpointing import read_checkpoint, snapshot_path
+from deim.engine.config import TrainConfig
+from deim.engine.data_build import build_eval_data
+from deim.engine.run_preset import resolve_run_preset
 from deim.experiments.runs import RunCache, RunSpec
+from deim.losses.build import build_criterion
+from deim.models.build import build_model, build_postprocessor
 
 IOU_THRESHOLDS: tuple[float, ...] = (0.5, 0.75)
 
@@ -46,12 +51,6 @@ class RunProbe:
     """A finished run's model at any of its snapshot epochs, with what is needed to probe it."""
 
     def __init__(self, spec: RunSpec, cache: RunCache | None = None) -> None:
-        from deim.engine.data_build import build_eval_data
-        from deim.engine.checkpointing import read_checkpoint
-        from deim.engine.run_preset import resolve_run_preset
-        from deim.losses.build import build_criterion
-        from deim.models.build import build_postprocessor
-
         self.spec = spec
         self.folder: Path = (cache or RunCache()).folder(spec)
         self.cfg: TrainConfig = spec.train_config(self.folder)
@@ -72,9 +71,6 @@ class RunProbe:
 
     def model_at(self, epoch: int, device: torch.device | str = "cpu") -> nn.Module:
         """The EMA model after ``epoch`` (0-based), in eval mode."""
-        from deim.engine.fit import snapshot_path
-        from deim.models.build import build_model
-
         path = snapshot_path(self.folder, epoch)
         if not path.is_file():
             raise FileNotFoundError(f"no EMA snapshot of epoch {epoch} at {path}; this run keeps "

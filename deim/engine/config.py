@@ -16,10 +16,11 @@ import yaml
 
 from deim.data.aug_schedule import AugSchedule
 from deim.engine.backbone_pretrain import BackbonePretrain
+from deim.overrides import coerce_value, field_types, parse_value
 from deim.presets.catalog import get_preset
+from deim.presets.resolve import typed_override
 from deim.presets.sections import plain
 from deim.presets.training import TrainSchedule
-from deim.overrides import coerce_value, field_types, parse_value
 
 
 @dataclass
@@ -190,8 +191,6 @@ def apply_overrides(cfg: TrainConfig, assignments: list[str]) -> TrainConfig:
 def _model_override(preset: str, section: str, key: str, value: Any) -> tuple[str, Any]:
     """``(builder key, typed value)`` of ``model.<key>`` or ``criterion.<key>``; under ``criterion``
     a key of the criterion itself may leave out its section (``criterion.gamma``)."""
-    from deim.presets.resolve import typed_override
-
     try:
         return key, typed_override(preset, key, value)
     except ValueError:

@@ -8,7 +8,6 @@ from pathlib import Path
 import torch
 from torch.utils.data import Subset
 
-from deim.engine.config import DataConfig
 from deim.data.aug_schedule import AugSchedule
 from deim.data.coco import CocoDetection
 from deim.data.image_check import check_image_files
@@ -16,6 +15,7 @@ from deim.data.labels import LabelMap
 from deim.data.loaders import DetectionLoader, build_train_loader, build_val_loader
 from deim.data.pipeline import build_val_transforms
 from deim.data.training_set import dense_o2o_training_set
+from deim.engine.config import DataConfig
 
 
 @dataclass

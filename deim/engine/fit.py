@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from deim.data.labels import LabelMap
-from deim.engine.checkpointing import (  # noqa: F401 - snapshot_path is re-exported
-    RunProgress, gather_rng_states, resume_training, snapshot_path, training_checkpoint)
+from deim.engine.checkpointing import (RunProgress, gather_rng_states, resume_training, snapshot_path,
+                                       training_checkpoint)
 from deim.engine.config import TrainConfig
 from deim.engine.console import epoch_line
 from deim.engine.data_build import TrainingData
@@ -36,8 +36,8 @@ from deim.engine.ema import ModelEMA
 from deim.engine.run_folder import atomic_save, prepare_run_folder
 from deim.engine.run_history import RunLog
 from deim.engine.run_setup import RunParts, build_run
-from deim.presets.training import TrainSchedule
 from deim.engine.train_loop import NonFiniteGuard, evaluate_coco, train_one_epoch
+from deim.presets.training import TrainSchedule
 
 
 class Trainer:

@@ -26,7 +26,6 @@ from deim.engine.input_sizes import training_sizes
 from deim.engine.lr_schedule import FlatCosine, FlatCosineScheduler
 from deim.engine.param_groups import build_optimizer
 from deim.engine.run_preset import RunPreset, resolve_run_preset
-from deim.presets.training import TrainSchedule
 from deim.engine.seeding import seed_everything
 from deim.engine.train_loop import NonFiniteGuard, TrainingState
 from deim.losses.build import build_criterion
@@ -34,6 +33,7 @@ from deim.models.backbone_blocks import freeze_batch_norm
 from deim.models.build import build_model, build_postprocessor
 from deim.models.query_budget import check_query_budget
 from deim.presets.resolve import resolve_preset
+from deim.presets.training import TrainSchedule
 
 
 @dataclass

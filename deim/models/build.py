@@ -13,6 +13,12 @@ from typing import Any
 from torch import nn
 
 from deim.models.detector import DEIM
+from deim.models.dfine_decoder import DFineDecoder
+from deim.models.hgnetv2 import HGNetv2
+from deim.models.hybrid_encoder import HybridEncoder
+from deim.models.postprocessor import PostProcessor
+from deim.models.presnet import PResNet
+from deim.models.rtdetrv2_decoder import RTDETRv2Decoder
 from deim.presets.catalog import Preset
 from deim.presets.resolve import resolve_model
 from deim.presets.sections import ModelPreset, section_kwargs
@@ -22,19 +28,13 @@ def build_backbone(preset: ModelPreset) -> nn.Module:
     kwargs = section_kwargs(preset.backbone)
     kwargs["return_idx"] = list(kwargs["return_idx"])
     if preset.backbone.type == "hgnetv2":
-        from deim.models.hgnetv2 import HGNetv2
-
         return HGNetv2(**kwargs)
     if preset.backbone.type == "presnet":
-        from deim.models.presnet import PResNet
-
         return PResNet(**kwargs)
     raise ValueError(f"unknown backbone type {preset.backbone.type!r}; expected 'hgnetv2' or 'presnet'")
 
 
 def build_encoder(preset: ModelPreset) -> nn.Module:
-    from deim.models.hybrid_encoder import HybridEncoder
-
     kwargs = {k: list(v) if isinstance(v, tuple) else v for k, v in section_kwargs(preset.encoder).items()}
     return HybridEncoder(**kwargs, eval_spatial_size=preset.eval_spatial_size)
 
@@ -43,12 +43,8 @@ def build_decoder(preset: ModelPreset) -> nn.Module:
     kwargs = section_kwargs(preset.decoder)
     kwargs.update(num_classes=preset.num_classes, eval_spatial_size=preset.eval_spatial_size)
     if preset.decoder.type == "dfine":
-        from deim.models.dfine_decoder import DFineDecoder
-
         return DFineDecoder(**kwargs)
     if preset.decoder.type == "rtdetrv2":
-        from deim.models.rtdetrv2_decoder import RTDETRv2Decoder
-
         return RTDETRv2Decoder(**kwargs)
     raise ValueError(f"unknown decoder type {preset.decoder.type!r}; expected 'dfine' or 'rtdetrv2'")
 
@@ -76,8 +72,6 @@ def build_model(name: str | Preset | ModelPreset, **overrides: Any) -> DEIM:
 
 def build_postprocessor(name: str | Preset | ModelPreset, **overrides: Any) -> nn.Module:
     """The postprocessor of preset ``name``: top-k detections, boxes ``xyxy`` in pixels."""
-    from deim.models.postprocessor import PostProcessor
-
     preset = resolve_model(name, **overrides)
     p = preset.postprocessor
     candidates = preset.decoder.num_queries * preset.num_classes if p.use_focal_loss else preset.decoder.num_queries
