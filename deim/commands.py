@@ -1,4 +1,9 @@
-"""The ``train``, ``eval``, ``predict`` and ``export`` commands of ``python -m deim``."""
+"""The ``train``, ``eval``, ``predict`` and ``export`` commands of ``python -m deim``.
+
+Each command imports what it runs inside its function: ``deim --help`` and argument errors answer
+without importing torch and torchvision (0.1 s instead of several seconds on a 2-core machine), and a
+command pays only for its own parts.
+"""
 from __future__ import annotations
 
 import argparse
