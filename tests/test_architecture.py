@@ -58,3 +58,14 @@ def test_imports_only_point_down():
             if RANK[target] > RANK[source]:  # a group of top-level modules may import itself
                 upward.append(f"{rel}.py:{line} imports {module} ({source} -> {target})")
     assert not upward, "\n".join(upward)
+
+
+def test_presets_and_the_command_line_parser_do_not_import_torch():
+    """``deim.presets`` is plain data, and ``deim --help`` answers without torch (docs/architecture.md)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, deim.presets.catalog, deim.presets.resolve, deim.cli; deim.cli.build_parser(); "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
